@@ -1,0 +1,500 @@
+//! Checking out connections: the fast path, waiting, validation, deadlines.
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::NestedCheckout;
+use crate::conn::Conn;
+use crate::db::Db;
+use crate::error::{Error, Result, Timeout, TimeoutKind};
+use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State};
+use crate::pooled::{ConnSet, PooledConn};
+use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
+
+type Slow = Pin<Box<dyn Future<Output = Result<(Box<Conn>, HolderKey, Instant)>> + Send>>;
+
+/// The future returned by [`Db::acquire`]: resolves to a held connection.
+///
+/// An idle connection is taken in the first poll, with no allocation. Otherwise the task
+/// joins a FIFO queue until a connection is returned or opened, or `acquire_timeout`
+/// passes.
+///
+/// Cancellation: dropping it at any point leaves the pool as if it had never been called;
+/// a connection handed over at the moment of the drop goes back to the pool.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Acquire<'db> {
+    db: &'db Db,
+    site: Site,
+    slow: Option<Slow>,
+}
+
+impl std::fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'db> Acquire<'db> {
+    pub(crate) fn new(db: &'db Db, site: &'static Location<'static>) -> Acquire<'db> {
+        Acquire {
+            db,
+            site: Site(site),
+            slow: None,
+        }
+    }
+}
+
+/// What the first, synchronous attempt found.
+enum First {
+    Ready(Box<Conn>, HolderKey, Instant),
+    Validate(Box<Conn>),
+    /// An idle connection recently used: hand out without a ping.
+    Take(Box<Conn>),
+    Wait(oneshot::Receiver<Handoff>),
+    /// Placeholder while the loop moves the previous value out.
+    Empty,
+}
+
+impl<'db> Future for Acquire<'db> {
+    type Output = Result<PooledConn<'db>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.slow.is_none() {
+            let shared = &this.db.pool.shared;
+            let task = TaskKey::current();
+            let started = Instant::now();
+            match try_acquire(shared, task, this.site, started) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(First::Ready(conn, key, since)) => {
+                    return Poll::Ready(Ok(PooledConn::new(this.db, conn, key, this.site, since)));
+                }
+                Ok(first) => {
+                    this.slow = Some(Box::pin(slow_path(
+                        Arc::clone(shared),
+                        task,
+                        this.site,
+                        first,
+                        started,
+                    )));
+                }
+            }
+        }
+        let Some(slow) = this.slow.as_mut() else {
+            return Poll::Pending;
+        };
+        match slow.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok((conn, key, since))) => {
+                Poll::Ready(Ok(PooledConn::new(this.db, conn, key, this.site, since)))
+            }
+        }
+    }
+}
+
+/// Refuses a checkout by a task that already holds one (per policy).
+fn nested_check(shared: &Shared, st: &State, task: TaskKey, site: Site) -> Result<()> {
+    let policy = shared.config().nested_checkout;
+    if policy == NestedCheckout::Allow {
+        return Ok(());
+    }
+    let Some(first) = Shared::held_by(st, task) else {
+        return Ok(());
+    };
+    AtomicCounters::bump(&shared.ctx.counters.nested_checkouts);
+    match policy {
+        NestedCheckout::Error => Err(Error::NestedCheckout {
+            first,
+            second: site,
+        }),
+        _ => {
+            tracing::warn!(
+                target: "pool_core",
+                %first, second = %site, %task,
+                "nested checkout: this task already holds a connection from this pool and asked for another; \
+                 under load this deadlocks the pool"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) -> Result<First> {
+    shared.ensure_maintenance();
+    let mut trash = Vec::new();
+    let first = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        nested_check(shared, &st, task, site)?;
+        let found = if st.waiting == 0 {
+            if let Some((conn, since)) = shared.pop_idle(&mut st, now, &mut trash) {
+                if shared.needs_validation(since, now) {
+                    Some(First::Validate(conn))
+                } else {
+                    let key = Shared::register(
+                        &mut st,
+                        HolderEntry {
+                            site,
+                            task,
+                            since: now,
+                            backend_pid: conn.meta.backend_pid,
+                            warned: false,
+                        },
+                    );
+                    AtomicCounters::bump(&shared.ctx.counters.acquires);
+                    Some(First::Ready(conn, key, now))
+                }
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match found {
+            Some(first) => first,
+            None => {
+                if let Some(max) = shared.config().max_waiting
+                    && st.waiting >= max
+                {
+                    return Err(Error::TooManyWaiters {
+                        waiting: st.waiting,
+                        max_waiting: max,
+                    });
+                }
+                if !trash.is_empty() {
+                    shared.spawn_connects(&mut st);
+                }
+                First::Wait(shared.enqueue_one(&mut st, false))
+            }
+        }
+    };
+    drop(trash);
+    Ok(first)
+}
+
+/// Holds a connection on its way to a borrower; gives it back to the pool if the
+/// acquire is abandoned.
+struct Candidate {
+    shared: Arc<Shared>,
+    conn: Option<Box<Conn>>,
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.checkin(conn, None);
+        }
+    }
+}
+
+/// Waits in the queue; leaves it cleanly if abandoned.
+struct Waiting {
+    shared: Arc<Shared>,
+    rx: oneshot::Receiver<Handoff>,
+    done: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(Ok(conn)) => self.shared.checkin(conn, None),
+            Ok(Err(_)) => {}
+            Err(_) => self.shared.leave_one(),
+        }
+    }
+}
+
+impl Waiting {
+    async fn recv(&mut self) -> Result<Box<Conn>> {
+        let res = (&mut self.rx).await;
+        self.done = true;
+        match res {
+            Ok(handoff) => handoff,
+            // The sender is only dropped with the pool's state, i.e. never while we wait.
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+async fn slow_path(
+    shared: Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    first: First,
+    started: Instant,
+) -> Result<(Box<Conn>, HolderKey, Instant)> {
+    let deadline = started + shared.acquire_timeout();
+    let waited = matches!(first, First::Wait(_));
+    let res = tokio::time::timeout_at(deadline, acquire_loop(&shared, task, site, first)).await;
+    let counters = &shared.ctx.counters;
+    if waited {
+        AtomicCounters::bump(&counters.waits);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters
+            .wait_nanos
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+    match res {
+        Ok(res) => res,
+        Err(_) => {
+            AtomicCounters::bump(&counters.timeouts);
+            Err(acquire_timeout_error(&shared))
+        }
+    }
+}
+
+pub(crate) fn acquire_timeout_error(shared: &Shared) -> Error {
+    let last_connect_error = shared.lock().last_connect_error.clone();
+    Error::Timeout(Box::new(Timeout {
+        kind: TimeoutKind::Acquire,
+        after: shared.acquire_timeout(),
+        status: Some(shared.status()),
+        holders: shared.holders(),
+        last_connect_error,
+        statement: None,
+    }))
+}
+
+async fn acquire_loop(
+    shared: &Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    mut next: First,
+) -> Result<(Box<Conn>, HolderKey, Instant)> {
+    loop {
+        let (conn, validate) = match std::mem::replace(&mut next, First::Empty) {
+            First::Ready(conn, key, since) => return Ok((conn, key, since)),
+            First::Validate(conn) => (conn, true),
+            First::Take(conn) => (conn, false),
+            First::Empty => return Err(Error::Closed),
+            First::Wait(rx) => {
+                let mut waiting = Waiting {
+                    shared: Arc::clone(shared),
+                    rx,
+                    done: false,
+                };
+                (waiting.recv().await?, false)
+            }
+        };
+        let mut candidate = Candidate {
+            shared: Arc::clone(shared),
+            conn: Some(conn),
+        };
+        let usable = match candidate.conn.as_mut() {
+            None => false,
+            Some(conn) if conn.is_broken() => false,
+            Some(conn) if validate => {
+                let limit = shared.config().connect_timeout;
+                conn.ping(limit).await
+            }
+            Some(_) => true,
+        };
+        if !usable {
+            if let Some(conn) = candidate.conn.take() {
+                let reason = if validate {
+                    DiscardReason::FailedValidation
+                } else {
+                    DiscardReason::Broken
+                };
+                shared.discard(conn, reason);
+            }
+            next = requeue(shared)?;
+            continue;
+        }
+        let now = Instant::now();
+        let mut st = shared.lock();
+        if st.closed {
+            drop(st);
+            return Err(Error::Closed);
+        }
+        let Some(conn) = candidate.conn.take() else {
+            continue;
+        };
+        let key = Shared::register(
+            &mut st,
+            HolderEntry {
+                site,
+                task,
+                since: now,
+                backend_pid: conn.meta.backend_pid,
+                warned: false,
+            },
+        );
+        AtomicCounters::bump(&shared.ctx.counters.acquires);
+        return Ok((conn, key, now));
+    }
+}
+
+/// After a connection turned out unusable: take another idle one, or wait.
+fn requeue(shared: &Arc<Shared>) -> Result<First> {
+    let now = Instant::now();
+    let mut trash = Vec::new();
+    let next = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        match shared.pop_idle(&mut st, now, &mut trash) {
+            Some((conn, since)) if shared.needs_validation(since, now) => First::Validate(conn),
+            Some((conn, _)) => First::Take(conn),
+            // Back to the head of the queue: this task was already served once.
+            None => First::Wait(shared.enqueue_one(&mut st, true)),
+        }
+    };
+    drop(trash);
+    Ok(next)
+}
+
+/// Waits for a set of connections; leaves the queue cleanly if abandoned.
+struct WaitingMany {
+    shared: Arc<Shared>,
+    id: u64,
+    rx: oneshot::Receiver<HandoffMany>,
+    done: bool,
+}
+
+impl Drop for WaitingMany {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(Ok(conns)) => {
+                for conn in conns {
+                    self.shared.checkin(conn, None);
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => self.shared.leave_many(self.id),
+        }
+    }
+}
+
+/// Checks out `n` connections at once, all or none: the task never holds some while
+/// waiting for the rest, so two tasks that each need two cannot deadlock each other.
+pub(crate) async fn acquire_many(db: &Db, n: usize, site: Site) -> Result<ConnSet<'_>> {
+    let shared = &db.pool.shared;
+    let max = shared.config().max_size;
+    if n > max {
+        return Err(Error::config(
+            "max_size",
+            format!(
+                "is {max}, but acquire_many asked for {n} connections at once; raise max_size or ask for fewer"
+            ),
+        ));
+    }
+    let task = TaskKey::current();
+    let started = Instant::now();
+    let mut trash = Vec::new();
+    let waiting = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        nested_check(shared, &st, task, site)?;
+        let mut got = Vec::with_capacity(n);
+        if st.waiting == 0 {
+            while got.len() < n {
+                match shared.pop_idle(&mut st, started, &mut trash) {
+                    Some((conn, _)) => got.push(conn),
+                    None => break,
+                }
+            }
+        }
+        if got.len() == n {
+            let set = register_all(shared, &mut st, got, task, site, started);
+            drop(st);
+            drop(trash);
+            return Ok(ConnSet::new(db, set, site, started));
+        }
+        if let Some(max) = shared.config().max_waiting
+            && st.waiting >= max
+        {
+            for conn in got {
+                shared.hand_off(&mut st, conn, started);
+            }
+            return Err(Error::TooManyWaiters {
+                waiting: st.waiting,
+                max_waiting: max,
+            });
+        }
+        let (id, rx) = shared.enqueue_many(&mut st, n);
+        for conn in got {
+            shared.hand_off(&mut st, conn, started);
+        }
+        WaitingMany {
+            shared: Arc::clone(shared),
+            id,
+            rx,
+            done: false,
+        }
+    };
+    drop(trash);
+    let mut waiting = waiting;
+    let deadline = started + shared.acquire_timeout();
+    let res = tokio::time::timeout_at(deadline, &mut waiting.rx).await;
+    AtomicCounters::bump(&shared.ctx.counters.waits);
+    let conns = match res {
+        Ok(Ok(handoff)) => {
+            waiting.done = true;
+            handoff?
+        }
+        Ok(Err(_)) => {
+            waiting.done = true;
+            return Err(Error::Closed);
+        }
+        Err(_) => {
+            drop(waiting);
+            AtomicCounters::bump(&shared.ctx.counters.timeouts);
+            return Err(acquire_timeout_error(shared));
+        }
+    };
+    let now = Instant::now();
+    let mut st = shared.lock();
+    let set = register_all(shared, &mut st, conns, task, site, now);
+    drop(st);
+    Ok(ConnSet::new(db, set, site, now))
+}
+
+fn register_all(
+    shared: &Shared,
+    st: &mut State,
+    conns: Vec<Box<Conn>>,
+    task: TaskKey,
+    site: Site,
+    now: Instant,
+) -> Vec<(Box<Conn>, HolderKey)> {
+    conns
+        .into_iter()
+        .map(|conn| {
+            let key = Shared::register(
+                st,
+                HolderEntry {
+                    site,
+                    task,
+                    since: now,
+                    backend_pid: conn.meta.backend_pid,
+                    warned: false,
+                },
+            );
+            AtomicCounters::bump(&shared.ctx.counters.acquires);
+            (conn, key)
+        })
+        .collect()
+}

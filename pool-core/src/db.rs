@@ -1,0 +1,177 @@
+//! `Db`: a task's capability to use the pool.
+
+use std::future::Future;
+use std::panic::Location;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::acquire::{Acquire, acquire_many};
+use crate::conn::{Place, one_row, opt_row};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::pooled::ConnSet;
+use crate::status::Site;
+use crate::stmt::{OneShotSql, SqlParts};
+
+/// A task's capability to use the pool (state *released*). Get one with [`Pool::db`],
+/// once per task or request.
+///
+/// # States
+///
+/// ```text
+/// Pool ──db()──▶ Db ──acquire()──▶ PooledConn<'db> ──begin()──▶ Tx<'c>
+///                 ▲                      │
+///                 └── drop / release() ──┘
+/// ```
+///
+/// `&mut Db` is the right to check out *one* connection: [`acquire`](Db::acquire) borrows
+/// the `Db` mutably for as long as the connection is held, so a second checkout on the same
+/// `Db` — the shape of code that deadlocks pools — does not compile. Functions that need a
+/// connection take the held one (`&mut Conn`, or `&mut impl ConnSource`), not the `Db`.
+///
+/// One-shot statements ([`query`](Db::query), [`execute`](Db::execute), …) take a
+/// connection, run one statement and give it back. They accept only statements that are
+/// safe on any connection.
+pub struct Db {
+    pub(crate) pool: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    pub(crate) fn new(pool: Pool) -> Db {
+        Db { pool }
+    }
+
+    /// The pool this `Db` draws from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Checks out a connection, waiting up to `acquire_timeout`. The call site is recorded
+    /// for diagnostics (`pool.holders()`, timeout errors, nested-checkout errors).
+    ///
+    /// Fails at once with [`Error::NestedCheckout`] if this task already holds a
+    /// connection from the same pool (through another `Db`): pass that one down instead.
+    ///
+    /// Cancellation: see [`Acquire`].
+    #[track_caller]
+    pub fn acquire(&mut self) -> Acquire<'_> {
+        Acquire::new(self, Location::caller())
+    }
+
+    /// Checks out `n` connections at once, all or none, for work that really needs
+    /// several connections concurrently. Never holds some while waiting for the rest.
+    /// Idle connections are not pinged first (closed ones are still skipped).
+    ///
+    /// Cancellation: dropping the future returns whatever was gathered to the pool.
+    #[track_caller]
+    pub fn acquire_many(
+        &mut self,
+        n: usize,
+    ) -> impl Future<Output = Result<ConnSet<'_>>> + Send + '_ {
+        let site = Site(Location::caller());
+        acquire_many(self, n, site)
+    }
+
+    /// One-shot: runs a statement on a pooled connection and returns its rows.
+    ///
+    /// Cancellation: the statement is cancelled on the server and the connection cleaned
+    /// before reuse.
+    #[track_caller]
+    pub fn query<'a, S: OneShotSql + 'a>(
+        &'a mut self,
+        statement: S,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        let site = Location::caller();
+        async move {
+            let parts = statement.__parts();
+            refuse_early(&parts)?;
+            let mut conn = Acquire::new(self, site).await?;
+            conn.rows(parts, params, Place::Db).await
+        }
+    }
+
+    /// One-shot: runs a statement that returns exactly one row.
+    ///
+    /// Cancellation: as [`Db::query`].
+    #[track_caller]
+    pub fn query_one<'a, S: OneShotSql + 'a>(
+        &'a mut self,
+        statement: S,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        let rows = self.query(statement, params);
+        async move { one_row(rows.await?) }
+    }
+
+    /// One-shot: runs a statement that returns zero or one row.
+    ///
+    /// Cancellation: as [`Db::query`].
+    #[track_caller]
+    pub fn query_opt<'a, S: OneShotSql + 'a>(
+        &'a mut self,
+        statement: S,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        let rows = self.query(statement, params);
+        async move { opt_row(rows.await?) }
+    }
+
+    /// One-shot: runs a statement and returns the number of rows it affected.
+    ///
+    /// Cancellation: as [`Db::query`].
+    #[track_caller]
+    pub fn execute<'a, S: OneShotSql + 'a>(
+        &'a mut self,
+        statement: S,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let site = Location::caller();
+        async move {
+            let parts = statement.__parts();
+            refuse_early(&parts)?;
+            let mut conn = Acquire::new(self, site).await?;
+            conn.count(parts, params, Place::Db).await
+        }
+    }
+
+    /// One-shot: runs one or more `;`-separated statements without parameters.
+    ///
+    /// Cancellation: as [`Db::query`].
+    #[track_caller]
+    pub fn batch_execute<'a, S: OneShotSql + 'a>(
+        &'a mut self,
+        statements: S,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        let site = Location::caller();
+        async move {
+            let parts = statements.__parts();
+            refuse_early(&parts)?;
+            let mut conn = Acquire::new(self, site).await?;
+            conn.batch(parts, Place::Db).await
+        }
+    }
+}
+
+/// Refuses a statement that cannot run as a one-shot before a connection is taken.
+fn refuse_early(parts: &SqlParts<'_>) -> Result<()> {
+    match &parts.class {
+        Err(refusal) => Err(Error::refused(parts.text, refusal.to_string())),
+        Ok(class) if class.kind != pool_sql::Kind::Plain => {
+            // Let `admit` produce the one message for each kind.
+            Err(crate::conn::placement_error(
+                parts.text,
+                class.kind,
+                Place::Db,
+            ))
+        }
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,105 @@
+//! The pool's background work: cleaning returned connections, and the periodic pass that
+//! keeps `min_idle`, enforces `idle_timeout` and `max_lifetime`, and reports leaks.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::conn::Conn;
+use crate::pool::Shared;
+use crate::status::{AtomicCounters, DiscardReason};
+
+/// Cleans a connection returned dirty (transaction open, session state touched,
+/// statement interrupted), then puts it back — or discards it if cleaning fails.
+pub(crate) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
+    let cfg = shared.config();
+    let limit = cfg.connect_timeout + cfg.cleanup_timeout * 4;
+    match tokio::time::timeout(limit, conn.clean()).await {
+        Ok(Ok(())) if conn.is_clean() => {
+            let now = Instant::now();
+            let st = shared.lock();
+            shared.put_back(st, conn, now);
+        }
+        outcome => {
+            let reason = if conn.is_broken() {
+                DiscardReason::Broken
+            } else {
+                DiscardReason::FailedReset
+            };
+            if let Ok(Err(e)) = outcome {
+                tracing::debug!(target: "pool_core", error = %e, "discarding a connection that could not be cleaned");
+            }
+            shared.discard(conn, reason);
+        }
+    }
+}
+
+/// How often the periodic pass runs: often enough for the shortest configured duration.
+fn interval(shared: &Shared) -> Duration {
+    let cfg = shared.config();
+    [
+        cfg.idle_timeout,
+        cfg.max_lifetime.map(|d| d / 8),
+        cfg.leak_threshold,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d / 4)
+    .fold(Duration::from_secs(1), Duration::min)
+    .max(Duration::from_millis(10))
+}
+
+/// The periodic pass. Holds the pool only weakly: it ends when the pool is dropped or
+/// closed.
+pub(crate) async fn run(pool: Weak<Shared>) {
+    loop {
+        let period = match pool.upgrade() {
+            Some(shared) => interval(&shared),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(shared) = pool.upgrade() else { return };
+        if shared.lock().closed {
+            return;
+        }
+        pass(&shared);
+    }
+}
+
+fn pass(shared: &Arc<Shared>) {
+    let cfg = shared.config();
+    let now = Instant::now();
+    let mut leaks = Vec::new();
+    let trash = {
+        let mut st = shared.lock();
+        let trash = shared.reap_idle(&mut st, now);
+        // Keep min_idle, unless the server is being backed off from.
+        let backing_off = st.next_connect_at.is_some_and(|at| at > now);
+        while !backing_off
+            && shared.idle_len(&st) + st.connecting < cfg.min_idle
+            && st.size < cfg.max_size
+            && shared.spawn_one_connect(&mut st)
+        {}
+        if let Some(threshold) = cfg.leak_threshold {
+            for h in Shared::holders_mut(&mut st) {
+                if !h.warned && now.duration_since(h.since) >= threshold {
+                    h.warned = true;
+                    leaks.push((h.site, h.task, now.duration_since(h.since), h.backend_pid));
+                }
+            }
+        }
+        trash
+    };
+    drop(trash);
+    for (site, task, held_for, backend_pid) in leaks {
+        AtomicCounters::bump(&shared.ctx.counters.leaks);
+        tracing::warn!(
+            target: "pool_core",
+            %site, %task, backend_pid, held_ms = held_for.as_millis() as u64,
+            "possible connection leak: a connection checked out at {site} has been held by {task} for {:?} \
+             (leak_threshold {:?}); return connections as soon as the work is done",
+            held_for, cfg.leak_threshold.unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Connection sources: what a function that needs a connection accepts.
+//!
+//! A function written as `async fn f(conn: &mut impl ConnSource)` (which is what
+//! `#[with_conn]` makes of `conn: &mut Conn`) can be called with `&mut Db` — it then
+//! checks a connection out and returns it at the end — or with a connection the caller
+//! already holds, which it reuses. That is how helpers avoid the nested checkout that
+//! deadlocks pools: the caller that holds a connection passes it down.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::acquire::Acquire;
+use crate::conn::Conn;
+use crate::db::Db;
+use crate::error::Result;
+use crate::pooled::PooledConn;
+use crate::tx::Tx;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Something that can provide a connection: `Db` checks one out; `Conn`, `PooledConn`
+/// and `Tx` lend the one they hold. Take it as `&mut impl ConnSource` so callers pass
+/// `&mut db` or their held `conn` (a `&mut Conn` reborrows implicitly). Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a connection source",
+    label = "expected `&mut Db`, or a held connection (`&mut Conn`, `&mut PooledConn`, `&mut Tx`)",
+    note = "a `Pool` hands out nothing itself: call `pool.db()` once per task or request and pass `&mut db`; a function that already holds a connection passes that connection down instead of checking out another"
+)]
+pub trait ConnSource: sealed::Sealed + Send {
+    #[doc(hidden)]
+    #[track_caller]
+    fn __checkout(&mut self) -> Checkout<'_>;
+}
+
+/// A connection source that can begin a transaction: `Db` (check out + `BEGIN`), a held
+/// connection (`BEGIN`), or a `Tx` (`SAVEPOINT`). Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot begin a transaction",
+    label = "expected `&mut Db`, `&mut Conn`, `&mut PooledConn` or `&mut Tx`",
+    note = "call `pool.db()` once per task and pass `&mut db`, or pass the connection or transaction you hold"
+)]
+pub trait TxSource: ConnSource {}
+
+/// A source that can begin a *fresh* transaction — not one already inside a transaction.
+/// A retrying `#[transactional(retry = N)]` needs it: retrying re-runs the whole
+/// transaction, which a savepoint inside someone else's transaction cannot do. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a retrying `#[transactional]` cannot run inside an outer transaction (`{Self}`)",
+    label = "this is already a transaction; a retry could only re-run a savepoint, while the conflict aborted the whole outer transaction",
+    note = "call it with `&mut db` or a connection outside any transaction, or drop `retry` and let the outermost transaction retry"
+)]
+pub trait FreshTxSource: TxSource {}
+
+impl sealed::Sealed for Db {}
+impl sealed::Sealed for Conn {}
+impl sealed::Sealed for PooledConn<'_> {}
+impl sealed::Sealed for Tx<'_> {}
+
+impl ConnSource for Db {
+    #[track_caller]
+    fn __checkout(&mut self) -> Checkout<'_> {
+        Checkout(CheckoutInner::Acquire(Acquire::new(
+            self,
+            Location::caller(),
+        )))
+    }
+}
+impl ConnSource for Conn {
+    fn __checkout(&mut self) -> Checkout<'_> {
+        Checkout(CheckoutInner::Ready(Some(self)))
+    }
+}
+impl ConnSource for PooledConn<'_> {
+    fn __checkout(&mut self) -> Checkout<'_> {
+        Checkout(CheckoutInner::Ready(Some(&mut **self)))
+    }
+}
+impl ConnSource for Tx<'_> {
+    fn __checkout(&mut self) -> Checkout<'_> {
+        Checkout(CheckoutInner::Ready(Some(self.conn())))
+    }
+}
+
+impl TxSource for Db {}
+impl TxSource for Conn {}
+impl TxSource for PooledConn<'_> {}
+impl TxSource for Tx<'_> {}
+
+impl FreshTxSource for Db {}
+impl FreshTxSource for Conn {}
+impl FreshTxSource for PooledConn<'_> {}
+
+/// The future of [`ConnSource::__checkout`].
+#[doc(hidden)]
+pub struct Checkout<'a>(CheckoutInner<'a>);
+
+enum CheckoutInner<'a> {
+    Ready(Option<&'a mut Conn>),
+    Acquire(Acquire<'a>),
+}
+
+impl<'a> Future for Checkout<'a> {
+    type Output = Result<ConnRef<'a>>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            CheckoutInner::Ready(conn) => match conn.take() {
+                Some(conn) => Poll::Ready(Ok(ConnRef::Borrowed(conn))),
+                None => Poll::Pending,
+            },
+            CheckoutInner::Acquire(acquire) => {
+                Pin::new(acquire).poll(cx).map(|r| r.map(ConnRef::Pooled))
+            }
+        }
+    }
+}
+
+/// A connection from a source: borrowed from the caller, or checked out for the
+/// duration (and returned when this is dropped).
+#[doc(hidden)]
+pub enum ConnRef<'a> {
+    Borrowed(&'a mut Conn),
+    Pooled(PooledConn<'a>),
+}
+
+impl Deref for ConnRef<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        match self {
+            ConnRef::Borrowed(c) => c,
+            ConnRef::Pooled(c) => c,
+        }
+    }
+}
+
+impl DerefMut for ConnRef<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match self {
+            ConnRef::Borrowed(c) => c,
+            ConnRef::Pooled(c) => c,
+        }
+    }
+}

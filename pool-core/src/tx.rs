@@ -1,0 +1,394 @@
+//! Transactions and savepoints.
+//!
+//! # States
+//!
+//! ```text
+//! Conn ──begin()──▶ Tx (depth 1) ──savepoint()──▶ Tx (depth 2) ──▶ …
+//!   ▲                 │  ▲                           │
+//!   └─ commit()/rollback()/drop ┘  └── commit() (RELEASE) / rollback() / drop (ROLLBACK TO) ┘
+//! ```
+//!
+//! A `Tx` borrows its connection, so the connection cannot be released, or another
+//! transaction begun on it, while the `Tx` lives. Dropping a `Tx` without `commit` rolls
+//! it back: the `ROLLBACK` is sent at once from a background task, and the connection's
+//! next statement waits for it.
+
+use std::borrow::Cow;
+
+use pool_sql::{Classification, Kind, Touches};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::conn::{Conn, Control, Place, Recovery, quote_ident, rollback_to_sql};
+use crate::error::{Error, Result};
+use crate::locks::LockMode;
+use crate::stmt::{Prepared, Sql, SqlParts};
+
+/// Transaction isolation level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// `READ COMMITTED` (PostgreSQL's default).
+    ReadCommitted,
+    /// `REPEATABLE READ`.
+    RepeatableRead,
+    /// `SERIALIZABLE`.
+    Serializable,
+}
+
+/// Options for [`Conn::begin_with`]. They apply to an outermost transaction; a savepoint
+/// inherits its transaction's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct TxOptions {
+    isolation: Option<Isolation>,
+    read_only: bool,
+    deferrable: bool,
+}
+
+impl TxOptions {
+    /// The server's defaults.
+    pub const fn new() -> TxOptions {
+        TxOptions {
+            isolation: None,
+            read_only: false,
+            deferrable: false,
+        }
+    }
+    /// Sets the isolation level.
+    pub const fn isolation(mut self, level: Isolation) -> TxOptions {
+        self.isolation = Some(level);
+        self
+    }
+    /// `READ ONLY` (or `READ WRITE` when false).
+    pub const fn read_only(mut self, yes: bool) -> TxOptions {
+        self.read_only = yes;
+        self
+    }
+    /// `DEFERRABLE`: only meaningful with `SERIALIZABLE, READ ONLY`, where it waits for a
+    /// snapshot that cannot fail with a serialization error.
+    pub const fn deferrable(mut self, yes: bool) -> TxOptions {
+        self.deferrable = yes;
+        self
+    }
+
+    pub(crate) fn begin_sql(&self) -> String {
+        let mut modes: Vec<&str> = Vec::new();
+        match self.isolation {
+            Some(Isolation::ReadCommitted) => modes.push("ISOLATION LEVEL READ COMMITTED"),
+            Some(Isolation::RepeatableRead) => modes.push("ISOLATION LEVEL REPEATABLE READ"),
+            Some(Isolation::Serializable) => modes.push("ISOLATION LEVEL SERIALIZABLE"),
+            None => {}
+        }
+        if self.read_only {
+            modes.push("READ ONLY");
+        }
+        if self.deferrable {
+            modes.push("DEFERRABLE");
+        }
+        if modes.is_empty() {
+            "BEGIN".to_owned()
+        } else {
+            format!("BEGIN {}", modes.join(", "))
+        }
+    }
+}
+
+/// A transaction (or, nested, a savepoint) on a borrowed connection.
+///
+/// Runs every kind of statement, including the transaction-only ones that `Conn` refuses
+/// (`LOCK TABLE`, `SET LOCAL`, `SELECT … FOR UPDATE`, xact advisory locks). End it with
+/// [`commit`](Tx::commit) or [`rollback`](Tx::rollback); dropping it rolls back.
+#[must_use = "a transaction is rolled back when dropped; call commit() to keep its work"]
+pub struct Tx<'c> {
+    conn: &'c mut Conn,
+    depth: u32,
+    epoch: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("depth", &self.depth)
+            .field("backend_pid", &self.conn.backend_pid())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// Begins a transaction (or a savepoint, if this connection is already inside one).
+    ///
+    /// Cancellation: if the future is dropped after `BEGIN` was sent, the pool rolls the
+    /// transaction back before the connection's next use.
+    pub async fn begin(&mut self) -> Result<Tx<'_>> {
+        self.begin_with(TxOptions::new()).await
+    }
+
+    /// Begins a transaction with options (isolation, read only, deferrable).
+    ///
+    /// Cancellation: as [`Conn::begin`].
+    pub async fn begin_with(&mut self, options: TxOptions) -> Result<Tx<'_>> {
+        let depth = self.state.tx_depth + 1;
+        if depth == 1 {
+            self.control(Control::Begin(options.begin_sql())).await?;
+        } else {
+            if self.state.aborted_at.is_some() {
+                return Err(Error::TransactionAborted {
+                    reason: "cannot open a savepoint: an earlier statement in the enclosing transaction failed",
+                });
+            }
+            self.control(Control::Savepoint(depth)).await?;
+        }
+        let epoch = self.state.tx_epoch;
+        Ok(Tx {
+            conn: self,
+            depth,
+            epoch,
+            done: false,
+        })
+    }
+}
+
+impl<'c> Tx<'c> {
+    /// 1 for a transaction, 2 and up for savepoints inside it.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// The connection this transaction runs on. Statements run through it are part of
+    /// the transaction; `begin()` on it opens a savepoint.
+    pub fn conn(&mut self) -> &mut Conn {
+        self.conn
+    }
+
+    fn live(&self) -> Result<()> {
+        let s = &self.conn.state;
+        if s.tx_epoch != self.epoch || s.tx_depth != self.depth {
+            return Err(Error::TransactionAborted {
+                reason: "this transaction was already ended underneath its handle (a nested operation was \
+                         cancelled or failed in a way that forced a rollback)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a statement in the transaction and returns its rows.
+    ///
+    /// Cancellation: the statement is cancelled on the server, and the transaction is
+    /// marked aborted (its effect is unknown): `commit` then rolls back and fails.
+    pub async fn query<S: Sql>(
+        &mut self,
+        statement: S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        self.live()?;
+        self.conn.rows(statement.__parts(), params, Place::Tx).await
+    }
+
+    /// Runs a statement that returns exactly one row.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn query_one<S: Sql>(
+        &mut self,
+        statement: S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row> {
+        self.live()?;
+        crate::conn::one_row(
+            self.conn
+                .rows(statement.__parts(), params, Place::Tx)
+                .await?,
+        )
+    }
+
+    /// Runs a statement that returns zero or one row.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn query_opt<S: Sql>(
+        &mut self,
+        statement: S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        self.live()?;
+        crate::conn::opt_row(
+            self.conn
+                .rows(statement.__parts(), params, Place::Tx)
+                .await?,
+        )
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn execute<S: Sql>(
+        &mut self,
+        statement: S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        self.live()?;
+        self.conn
+            .count(statement.__parts(), params, Place::Tx)
+            .await
+    }
+
+    /// Runs one or more statements separated by `;`, without parameters.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn batch_execute<S: Sql>(&mut self, statements: S) -> Result<()> {
+        self.live()?;
+        self.conn.batch(statements.__parts(), Place::Tx).await
+    }
+
+    /// Prepares a statement on the transaction's connection (cached per connection).
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn prepare<S: Sql>(&mut self, statement: S) -> Result<Prepared> {
+        self.live()?;
+        self.conn.prepare_at(statement.__parts(), Place::Tx).await
+    }
+
+    /// `LOCK TABLE name IN mode MODE`: held until the transaction ends. The name is
+    /// quoted (exact, case-sensitive); qualify it with a schema as `schema.table`.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn lock_table(&mut self, table: &str, mode: LockMode) -> Result<()> {
+        self.live()?;
+        let sql = format!(
+            "LOCK TABLE {} IN {} MODE",
+            quote_ident(table),
+            mode.as_sql()
+        );
+        self.conn.batch(tx_only(&sql), Place::Tx).await
+    }
+
+    /// `set_config(name, value, true)`: a setting that ends with the transaction.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn set_local(&mut self, name: &str, value: &str) -> Result<()> {
+        self.live()?;
+        self.conn
+            .rows(
+                tx_only("SELECT set_config($1, $2, true)"),
+                &[&name, &value],
+                Place::Tx,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// `pg_advisory_xact_lock(key)`: waits for the lock, held until the transaction ends.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn advisory_xact_lock(&mut self, key: i64) -> Result<()> {
+        self.live()?;
+        self.conn
+            .rows(
+                tx_only("SELECT pg_advisory_xact_lock($1)"),
+                &[&key],
+                Place::Tx,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// `pg_try_advisory_xact_lock(key)`: whether the lock was taken, without waiting.
+    ///
+    /// Cancellation: as [`Tx::query`].
+    pub async fn try_advisory_xact_lock(&mut self, key: i64) -> Result<bool> {
+        self.live()?;
+        let row = crate::conn::one_row(
+            self.conn
+                .rows(
+                    tx_only("SELECT pg_try_advisory_xact_lock($1)"),
+                    &[&key],
+                    Place::Tx,
+                )
+                .await?,
+        )?;
+        row.try_get(0).map_err(|e| Error::Client(Box::new(e)))
+    }
+
+    /// Opens a savepoint: a nested transaction that can be rolled back alone.
+    ///
+    /// Cancellation: as [`Conn::begin`].
+    pub async fn savepoint(&mut self) -> Result<Tx<'_>> {
+        self.live()?;
+        self.conn.begin_with(TxOptions::new()).await
+    }
+
+    /// Commits (a savepoint: releases it into the enclosing transaction).
+    ///
+    /// If a statement in the transaction failed or was cancelled, the server would turn
+    /// `COMMIT` into a silent rollback; this rolls back and returns
+    /// [`Error::TransactionAborted`] instead, so the loss cannot go unnoticed.
+    ///
+    /// Cancellation: if dropped after `COMMIT` was sent, the outcome is unknown to the
+    /// caller; the connection is brought back outside any transaction before reuse.
+    pub async fn commit(mut self) -> Result<()> {
+        self.live()?;
+        self.done = true;
+        if self.conn.state.aborted_at.is_some() {
+            self.end(false).await?;
+            return Err(Error::TransactionAborted {
+                reason: "a statement in this transaction failed or was cancelled, so it cannot commit",
+            });
+        }
+        self.end(true).await
+    }
+
+    /// Rolls back (a savepoint: rolls back to it and releases it).
+    ///
+    /// Cancellation: the rollback still happens before the connection's next use.
+    pub async fn rollback(mut self) -> Result<()> {
+        if self.live().is_err() {
+            // Already ended by force; nothing left to roll back.
+            self.done = true;
+            return Ok(());
+        }
+        self.done = true;
+        self.end(false).await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<()> {
+        let step = match (commit, self.depth) {
+            (true, 1) => Control::Commit,
+            (true, d) => Control::Release(d),
+            (false, 1) => Control::Rollback,
+            (false, d) => Control::RollbackTo(d),
+        };
+        self.conn.control(step).await
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.done || self.live().is_err() {
+            return;
+        }
+        let sql: Cow<'static, str> = if self.depth == 1 {
+            Cow::Borrowed("ROLLBACK")
+        } else {
+            rollback_to_sql(self.depth)
+        };
+        crate::status::AtomicCounters::bump(&self.conn.ctx.counters.rollbacks_on_return);
+        let conn = &mut *self.conn;
+        conn.state.tx_depth = self.depth - 1;
+        if conn.state.aborted_at.is_some_and(|a| a >= self.depth) {
+            conn.state.aborted_at = None;
+        }
+        conn.state
+            .spawn_recovery(&conn.client, &conn.ctx, Recovery::Run(sql));
+    }
+}
+
+fn tx_only(text: &str) -> SqlParts<'_> {
+    SqlParts {
+        text,
+        class: Ok(Classification {
+            kind: Kind::TxOnly,
+            touches: Touches::empty(),
+            statements: 1,
+        }),
+        prepared: None,
+    }
+}

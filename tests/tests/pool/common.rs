@@ -1,0 +1,63 @@
+//! Helpers shared by the pool tests.
+
+use std::time::Duration;
+
+use pool_core::{Builder, Pool};
+use tests::harness::{TestDb, test_db};
+use tokio_postgres::Client;
+
+/// A fresh database and a pool builder pointed at it, with short deadlines so a
+/// failing test fails fast instead of hanging.
+pub async fn setup() -> (TestDb, Builder) {
+    let db = test_db().await;
+    let builder = Pool::builder(db.config())
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .statement_timeout(Duration::from_secs(10));
+    (db, builder)
+}
+
+/// The backends of our pool in this database, as `(pid, state)` from `pg_stat_activity`.
+pub async fn backends(admin: &Client, dbname: &str) -> Vec<(i32, String)> {
+    admin
+        .query(
+            "SELECT pid, coalesce(state, '') FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'pool-core' ORDER BY pid",
+            &[&dbname],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The state (`idle`, `active`, `idle in transaction`…) of one backend, or `None` if gone.
+pub async fn backend_state(admin: &Client, pid: i32) -> Option<String> {
+    admin
+        .query_opt(
+            "SELECT coalesce(state, '') FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// Polls `f` until it returns true or `within` passes; returns the last answer.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of the pool engine against a real PostgreSQL.
+//!
+//! One test binary with a module per behaviour (one link instead of many). Every test
+//! gets its own database from the harness; server-side truth comes from
+//! `pg_stat_activity` and `pg_locks` on a separate plain connection.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod common;
+
+mod basics;
