@@ -474,3 +474,103 @@ impl Builder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Error, Pool};
+
+    fn field_of(r: crate::Result<Pool>) -> (&'static str, String) {
+        match r {
+            Err(Error::Config { field, problem }) => (field, problem),
+            Err(e) => panic!("expected a config error, got {e}"),
+            Ok(_) => panic!("expected a config error, got a pool"),
+        }
+    }
+
+    const URL: &str = "postgres://postgres@127.0.0.1/app";
+
+    #[test]
+    fn bad_settings_name_the_field_and_the_fix() {
+        let (f, p) = field_of(Pool::builder(URL).max_size(0).build());
+        assert_eq!(f, "max_size");
+        assert!(p.contains("at least 1"), "{p}");
+        let (f, p) = field_of(Pool::builder(URL).max_size(2).min_idle(3).build());
+        assert_eq!(f, "min_idle");
+        assert!(p.contains("raise max_size"), "{p}");
+        let (f, p) = field_of(Pool::builder("postgres://[::1").build());
+        assert_eq!(f, "url");
+        assert!(p.contains("postgres://user:password@host"), "{p}");
+        for (field, builder) in [
+            (
+                "acquire_timeout",
+                Pool::builder(URL).acquire_timeout(Duration::ZERO),
+            ),
+            (
+                "connect_timeout",
+                Pool::builder(URL).connect_timeout(Duration::ZERO),
+            ),
+            (
+                "statement_timeout",
+                Pool::builder(URL).statement_timeout(Duration::ZERO),
+            ),
+            (
+                "max_lifetime",
+                Pool::builder(URL).max_lifetime(Duration::ZERO),
+            ),
+            (
+                "idle_timeout",
+                Pool::builder(URL).idle_timeout(Duration::ZERO),
+            ),
+            (
+                "leak_threshold",
+                Pool::builder(URL).leak_threshold(Duration::ZERO),
+            ),
+            (
+                "close_timeout",
+                Pool::builder(URL).close_timeout(Duration::ZERO),
+            ),
+        ] {
+            let (f, p) = field_of(builder.build());
+            assert_eq!(f, field);
+            assert!(p.contains("positive duration"), "{p}");
+        }
+        let (f, _) = field_of(Pool::builder(URL).max_waiting(0).build());
+        assert_eq!(f, "max_waiting");
+        let (f, _) = field_of(Pool::builder("dbname=x").build());
+        assert_eq!(f, "url");
+    }
+
+    #[test]
+    fn build_is_lazy_and_needs_no_runtime() {
+        let pool = Pool::builder(URL).build().unwrap();
+        let s = pool.status();
+        assert_eq!((s.size, s.max_size), (0, 10));
+        // Disabling optional deadlines is allowed.
+        Pool::builder(URL)
+            .statement_timeout(None)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn application_name_defaults_to_pool_core_unless_set() {
+        let pool = Pool::builder(URL).build().unwrap();
+        assert_eq!(
+            pool.shared.config().pg.get_application_name(),
+            Some("pool-core")
+        );
+        let pool = Pool::builder(format!("{URL}?application_name=billing"))
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.shared.config().pg.get_application_name(),
+            Some("billing")
+        );
+        let pool = Pool::builder(URL).application_name("api").build().unwrap();
+        assert_eq!(pool.shared.config().pg.get_application_name(), Some("api"));
+    }
+}

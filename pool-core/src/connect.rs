@@ -129,36 +129,71 @@ fn is_permanent(e: &tokio_postgres::Error) -> bool {
 
 /// Opens one connection for the pool, retrying with backoff while waiters still need it.
 /// The caller reserved a slot (`size` and `connecting` were incremented).
+///
+/// While the server is failing, only one task at a time probes it; the others wait for
+/// the probe's outcome (or the backoff to pass), so a pool of any size makes one attempt
+/// per backoff period, not one per waiter.
 pub(crate) async fn connect_task(shared: Arc<Shared>) {
     loop {
-        let wait_until = shared.lock().next_connect_at;
-        if let Some(at) = wait_until {
-            tokio::time::sleep_until(at).await;
-        }
-        if shared.lock().closed {
-            give_up(&shared);
-            return;
+        let wait = {
+            let now = Instant::now();
+            let mut st = shared.lock();
+            if st.closed {
+                drop(st);
+                give_up(&shared);
+                return;
+            }
+            if st.connect_failures_in_row == 0 {
+                None
+            } else if st.need < st.connecting {
+                // Nobody needs this connection any more; stop trying.
+                drop(st);
+                give_up(&shared);
+                return;
+            } else if st.probing || st.next_connect_at.is_some_and(|at| at > now) {
+                Some(
+                    st.next_connect_at
+                        .unwrap_or(now)
+                        .max(now + Duration::from_millis(5)),
+                )
+            } else {
+                st.probing = true;
+                None
+            }
+        };
+        if let Some(at) = wait {
+            let woken = shared.connect_gate.notified();
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = woken => {}
+            }
+            continue;
         }
         let id = shared.next_conn_id();
         let span = tracing::debug_span!(target: "pool_core", "connect", conn = id);
-        match open(&shared.ctx, id).instrument(span).await {
+        let outcome = open(&shared.ctx, id).instrument(span).await;
+        let now = Instant::now();
+        let mut st = shared.lock();
+        st.probing = false;
+        match outcome {
             Ok(conn) => {
                 AtomicCounters::bump(&shared.ctx.counters.created);
                 tracing::debug!(target: "pool_core", conn = id, backend_pid = conn.meta.backend_pid, "connection opened");
-                let now = Instant::now();
-                let mut st = shared.lock();
                 st.connecting -= 1;
+                let recovered = st.connect_failures_in_row > 0;
                 st.connect_failures_in_row = 0;
                 st.next_connect_at = None;
                 st.last_connect_error = None;
                 shared.put_back(st, conn, now);
+                if recovered {
+                    // The server is back: the tasks waiting out the backoff go now.
+                    shared.connect_gate.notify_waiters();
+                }
                 return;
             }
             Err(failure) => {
                 AtomicCounters::bump(&shared.ctx.counters.connect_failures);
                 tracing::debug!(target: "pool_core", error = %failure.error, permanent = failure.permanent, "connection attempt failed");
-                let now = Instant::now();
-                let mut st = shared.lock();
                 st.connect_failures_in_row = st.connect_failures_in_row.saturating_add(1);
                 st.next_connect_at = Some(now + backoff(st.connect_failures_in_row));
                 let nothing_else_to_wait_for = st.size - st.connecting == 0;

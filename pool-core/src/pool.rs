@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     maintenance_started: AtomicBool,
     /// Signalled whenever the pool shrinks after `close()`.
     shrunk: Notify,
+    /// Signalled when a connect succeeds after failures, waking tasks in backoff.
+    pub(crate) connect_gate: Notify,
 }
 
 pub(crate) type Handoff = Result<Box<Conn>>;
@@ -117,6 +119,8 @@ pub(crate) struct State {
     pub(crate) last_connect_error: Option<Arc<Error>>,
     pub(crate) connect_failures_in_row: u32,
     pub(crate) next_connect_at: Option<Instant>,
+    /// A connect task is probing a failing server; the others wait for its outcome.
+    pub(crate) probing: bool,
     next_waiter_id: u64,
 }
 
@@ -148,6 +152,7 @@ impl Pool {
                 state: Mutex::new(State::default()),
                 maintenance_started: AtomicBool::new(false),
                 shrunk: Notify::new(),
+                connect_gate: Notify::new(),
             }),
         };
         pool.shared.ensure_maintenance();
@@ -226,13 +231,45 @@ impl Pool {
         }
     }
 
-    /// Opens one connection (waiting for it like an acquire would) and returns it to the
-    /// pool, to prove the settings work.
+    /// Opens one connection directly — reporting the real failure at once, not at an
+    /// acquire deadline — and adds it to the pool.
     pub(crate) async fn warm_up(&self) -> Result<()> {
-        let mut db = self.db();
-        let conn = db.acquire().await?;
-        drop(conn);
-        Ok(())
+        let shared = &self.shared;
+        {
+            let mut st = shared.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            if st.size >= shared.ctx.config.max_size {
+                return Ok(());
+            }
+            st.size += 1;
+        }
+        /// Gives the reserved slot back unless a connection filled it.
+        struct Slot<'a>(&'a Arc<Shared>, bool);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    let mut st = self.0.lock();
+                    st.size -= 1;
+                    self.0.after_shrink(&mut st);
+                }
+            }
+        }
+        let mut slot = Slot(shared, false);
+        match crate::connect::open(&shared.ctx, shared.next_conn_id()).await {
+            Ok(conn) => {
+                slot.1 = true;
+                AtomicCounters::bump(&shared.ctx.counters.created);
+                let st = shared.lock();
+                shared.put_back(st, conn, Instant::now());
+                Ok(())
+            }
+            Err(failure) => {
+                AtomicCounters::bump(&shared.ctx.counters.connect_failures);
+                Err(failure.error)
+            }
+        }
     }
 }
 

@@ -61,3 +61,32 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Whether a backend is inside a transaction block, from the server's view.
+pub async fn in_transaction(admin: &Client, pid: i32) -> bool {
+    admin
+        .query_one(
+            "SELECT xact_start IS NOT NULL FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Asserts what the next borrower must always get: a connection that is idle on the
+/// server (not busy, not in or aborted in a transaction) and answers statements.
+pub async fn assert_clean(admin: &Client, conn: &mut pool_core::Conn) {
+    let pid = conn.backend_pid();
+    assert_eq!(
+        backend_state(admin, pid).await.as_deref(),
+        Some("idle"),
+        "backend {pid} is not idle"
+    );
+    assert!(
+        !in_transaction(admin, pid).await,
+        "backend {pid} is inside a transaction"
+    );
+    let one: i32 = conn.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}

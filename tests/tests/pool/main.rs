@@ -13,3 +13,15 @@
 mod common;
 
 mod basics;
+mod cancel;
+mod errors;
+mod exhaustion;
+mod fairness;
+mod health;
+mod leaks;
+mod lifecycle;
+mod reset;
+mod seeds;
+mod send;
+mod server;
+mod tx;

@@ -1,0 +1,108 @@
+//! Session state one borrower leaves behind never reaches the next.
+
+use crate::common::*;
+
+#[tokio::test]
+async fn session_state_does_not_survive_to_the_next_borrower() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.admin().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let pid = {
+        let mut conn = db.acquire().await.unwrap();
+        conn.set("work_mem", "7MB").await.unwrap();
+        conn.set("application_name", "someone-else").await.unwrap();
+        conn.batch_execute("SET search_path TO pg_catalog")
+            .await
+            .unwrap();
+        conn.batch_execute("CREATE TEMP TABLE scratch (x int)")
+            .await
+            .unwrap();
+        conn.query("SELECT pg_advisory_lock(42)", &[])
+            .await
+            .unwrap();
+        conn.listen("events").await.unwrap();
+        conn.batch_execute("PREPARE mine AS SELECT 1")
+            .await
+            .unwrap();
+        let pid = conn.backend_pid();
+        let locks: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(locks, 1);
+        pid
+    };
+    let mut conn = db.acquire().await.unwrap();
+    assert_eq!(
+        conn.backend_pid(),
+        pid,
+        "the same connection must come back, cleaned"
+    );
+    let row = conn
+        .query_one(
+            "SELECT current_setting('work_mem'), current_setting('application_name'), \
+             current_setting('search_path'), to_regclass('pg_temp.scratch') IS NULL, \
+             (SELECT count(*) FROM pg_listening_channels()), \
+             (SELECT count(*) FROM pg_prepared_statements WHERE name = 'mine')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "4MB");
+    assert_eq!(row.get::<_, String>(1), "pool-core");
+    assert_eq!(row.get::<_, String>(2), "\"$user\", public");
+    assert!(row.get::<_, bool>(3), "temp table survived");
+    assert_eq!(row.get::<_, i64>(4), 0, "LISTEN survived");
+    assert_eq!(row.get::<_, i64>(5), 0, "prepared statement survived");
+    let locks: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0, "advisory lock survived");
+    assert_eq!(pool.status().counters.resets_on_return, 1);
+}
+
+#[tokio::test]
+async fn an_untouched_connection_is_returned_without_a_reset() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    for _ in 0..3 {
+        let mut conn = db.acquire().await.unwrap();
+        conn.query("SELECT 1", &[]).await.unwrap();
+    }
+    assert_eq!(pool.status().counters.resets_on_return, 0);
+}
+
+#[tokio::test]
+async fn after_connect_settings_are_the_baseline_a_reset_restores() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder
+        .max_size(1)
+        .after_connect(|conn| {
+            Box::pin(async move { conn.set("search_path", "pg_catalog, public").await })
+        })
+        .build()
+        .unwrap();
+    let mut db = pool.db();
+    {
+        let mut conn = db.acquire().await.unwrap();
+        conn.set("search_path", "public").await.unwrap();
+    }
+    let mut conn = db.acquire().await.unwrap();
+    let path: String = conn
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "pg_catalog, public");
+}

@@ -1,0 +1,127 @@
+//! The server goes away, refuses us, or never answers.
+
+use std::time::Duration;
+
+use pool_core::tokio_postgres::error::SqlState;
+use pool_core::{Error, Pool, TimeoutKind};
+use tests::harness::PrivateCluster;
+
+#[tokio::test]
+async fn a_refused_login_is_reported_at_once_not_as_a_timeout() {
+    let server = tests::harness::server().await.unwrap();
+    let mut config = server.config();
+    config.user("no_such_role");
+    let pool = Pool::builder(config)
+        .acquire_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let acquire = pool.db().acquire().await.map(drop);
+    // Fails with the server's reason long before the 60 s acquire timeout.
+    let err = acquire.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+    );
+    // Pool::connect reports it too.
+    let mut config = server.config();
+    config.user("no_such_role");
+    assert!(matches!(
+        Pool::connect(config).await,
+        Err(Error::Connect { .. })
+    ));
+}
+
+#[tokio::test]
+async fn connect_timeout_covers_a_server_that_accepts_but_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let deaf = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // accept, keep open, say nothing
+        }
+    });
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let err = Pool::builder(url.as_str())
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_timeout().map(|t| t.kind()),
+        Some(TimeoutKind::Connect),
+        "{err}"
+    );
+    // Through the pool: the acquire times out and says the connects time out.
+    let pool = Pool::builder(url.as_str())
+        .connect_timeout(Duration::from_millis(200))
+        .acquire_timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let err = pool.db().acquire().await.map(drop).unwrap_err();
+    let last = err
+        .as_timeout()
+        .and_then(|t| t.last_connect_error())
+        .expect("no connect error recorded");
+    assert_eq!(
+        last.as_timeout().map(|t| t.kind()),
+        Some(TimeoutKind::Connect),
+        "{last}"
+    );
+    deaf.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_refills_after_a_server_restart_without_a_retry_storm() {
+    let cluster = PrivateCluster::start_default().await.unwrap();
+    let pool = Pool::builder(cluster.config())
+        .max_size(16)
+        .acquire_timeout(Duration::from_secs(15))
+        .validate_after_idle(Duration::ZERO)
+        .build()
+        .unwrap();
+    {
+        let mut db = pool.db();
+        let _set = db.acquire_many(16).await.unwrap();
+    }
+    cluster.stop_fast().await.unwrap();
+    // Thirty-two tasks want connections while the server is down.
+    let waiters: Vec<_> = (0..32)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut db = pool.db();
+                let mut conn = db.acquire().await?;
+                conn.query_one("SELECT 1", &[]).await.map(drop)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures_while_down = pool.status().counters.connect_failures;
+    cluster.start().await.unwrap();
+    for w in waiters {
+        w.await
+            .unwrap()
+            .expect("a waiter failed after the server came back");
+    }
+    // One probe per backoff period (25 ms doubling to 1 s): about seven in two seconds,
+    // however many tasks wait. Without the probe gate every connect task tries in each
+    // period (measured: 31 attempts).
+    assert!(
+        failures_while_down <= 12,
+        "{failures_while_down} connect attempts in 2 s: a retry storm"
+    );
+    assert!(
+        failures_while_down >= 3,
+        "the pool did not keep trying: {failures_while_down}"
+    );
+    let mut db = pool.db();
+    let mut set = db
+        .acquire_many(16)
+        .await
+        .expect("not back to full strength");
+    for conn in set.iter_mut() {
+        conn.query_one("SELECT 1", &[]).await.unwrap();
+    }
+}
