@@ -16,8 +16,8 @@ use crate::common::*;
 async fn poll_n_then_drop<F: Future>(fut: F, n: usize) -> bool {
     let mut fut = pin!(fut);
     for _ in 0..n {
-        if let Poll::Ready(_) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
-        {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        if polled.is_ready() {
             return true;
         }
         // Let the connection's I/O task run, but less than a round trip, so that the

@@ -32,13 +32,13 @@ fn pool_db_and_futures_are_send() {
     // A whole request handler can be spawned.
     #[allow(dead_code)]
     fn spawnable(pool: Pool) {
-        let _ = tokio::spawn(async move {
+        drop(tokio::spawn(async move {
             let mut db = pool.db();
             let mut conn = db.acquire().await?;
             let mut tx = conn.begin().await?;
             tx.execute("SELECT 1", &[]).await?;
             tx.commit().await?;
             Ok::<_, pool_core::Error>(())
-        });
+        }));
     }
 }
