@@ -1,0 +1,3 @@
+//! Benchmarks (work in progress).
+
+fn main() {}
