@@ -38,8 +38,10 @@ pub use tokio_postgres::types::ToSql;
 pub use tokio_postgres::{Notification, Row, Statement};
 pub use tx::{Isolation, Tx, TxOptions};
 
+#[doc(inline)]
+pub use pool_macros::{sql, transactional, with_conn};
+
 /// Items the macros expand to. Not public API: no stability promise.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::source::{Checkout, ConnRef};
-}
+#[path = "private.rs"]
+pub mod __private;

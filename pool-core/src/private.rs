@@ -1,0 +1,160 @@
+//! Runtime support for the code `#[with_conn]` and `#[transactional]` expand to.
+//! `#[doc(hidden)]` and not public API: no stability promise.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::tx::{Tx, TxOptions};
+
+pub use crate::source::{Checkout, ConnRef};
+
+/// Converts the pool's error into the function's error type.
+pub fn convert_error<E: From<Error>>(error: Error) -> E {
+    E::from(error)
+}
+
+/// Begins the transaction of a `#[transactional]` function. `fresh` (the function
+/// retries) refuses a connection that is already inside a transaction — reachable at run
+/// time through a `&mut Conn` lent by a `Tx` — since retrying would only re-run a
+/// savepoint of a transaction the conflict already aborted.
+pub async fn begin(conn: &mut Conn, options: TxOptions, fresh: bool) -> Result<Tx<'_>> {
+    if fresh && conn.in_transaction() {
+        return Err(Error::refused(
+            "#[transactional(retry = …)]",
+            "a retrying transaction was called inside an outer transaction: a serialization failure aborts the \
+             whole outer transaction, which retrying the inner one cannot repair; call it outside any \
+             transaction, or remove `retry` and let the outermost transaction retry",
+        ));
+    }
+    conn.begin_with(options).await
+}
+
+/// Commits on `Ok` (a failed commit becomes the function's error), rolls back on `Err`.
+pub async fn finish<T, E: From<Error>>(
+    tx: Tx<'_>,
+    result: std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    match result {
+        Ok(value) => match tx.commit().await {
+            Ok(()) => Ok(value),
+            Err(e) => Err(convert_error(e)),
+        },
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(target: "pool_core", error = %rollback, "rollback after a failed transaction body failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What a retrying transaction does next.
+pub enum Next<T, E> {
+    /// Done: return this.
+    Return(std::result::Result<T, E>),
+    /// Run the body again (the backoff has been waited).
+    Retry,
+}
+
+/// Commits or rolls back one attempt of a retrying transaction and decides whether to
+/// run it again: only on serialization failures and deadlocks, from the body
+/// (`body_retryable`) or from `COMMIT`, while `attempt <= retries`.
+pub async fn finish_retrying<T, E: From<Error>>(
+    tx: Tx<'_>,
+    result: std::result::Result<T, E>,
+    body_retryable: bool,
+    attempt: u32,
+    retries: u32,
+    backoff_ms: u64,
+) -> Next<T, E> {
+    let may_retry = attempt <= retries;
+    match result {
+        Ok(value) => match tx.commit().await {
+            Ok(()) => Next::Return(Ok(value)),
+            Err(e) if e.is_retryable() && may_retry => {
+                backoff(attempt, backoff_ms, &e).await;
+                Next::Retry
+            }
+            Err(e) => Next::Return(Err(E::from(e))),
+        },
+        Err(e) => {
+            let _ = tx.rollback().await;
+            if body_retryable && may_retry {
+                backoff(
+                    attempt,
+                    backoff_ms,
+                    &"serialization failure or deadlock in the transaction body",
+                )
+                .await;
+                Next::Retry
+            } else {
+                Next::Return(Err(e))
+            }
+        }
+    }
+}
+
+/// Waits before a retry: exponential from `base_ms`, capped at 2 s, with half of it
+/// random so that conflicting transactions do not collide again in lock step.
+fn backoff(attempt: u32, base_ms: u64, why: &dyn std::fmt::Display) -> tokio::time::Sleep {
+    let ceiling = base_ms
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(2_000);
+    let wait = ceiling / 2 + crate::connect::random_u64() % (ceiling / 2 + 1);
+    tracing::debug!(target: "pool_core", attempt, wait_ms = wait, "retrying transaction: {why}");
+    tokio::time::sleep(Duration::from_millis(wait))
+}
+
+/// Requires a retrying transaction's body to be re-runnable (`AsyncFnMut`).
+pub fn rerunnable_transaction_body<F, R>(body: F) -> F
+where
+    F: AsyncFnMut(&mut Tx<'_>) -> R,
+{
+    body
+}
+
+/// Looks for a serialization failure or deadlock inside any error type: the pool's own
+/// error, any `std::error::Error` whose source chain carries it, or an error that
+/// exposes one through `AsRef<dyn Error>` (anyhow, eyre, boxed errors). Dispatched by
+/// autoref: `(&&Probe(&e)).__pool_retryable()`.
+pub struct Probe<'a, E>(pub &'a E);
+
+/// First choice of [`Probe`]: the error is a `std::error::Error`.
+pub trait ViaStdError {
+    /// Whether the error is worth retrying.
+    fn __pool_retryable(&self) -> bool;
+}
+
+impl<E: StdError + 'static> ViaStdError for &Probe<'_, E> {
+    fn __pool_retryable(&self) -> bool {
+        chain_is_retryable(self.0)
+    }
+}
+
+/// Second choice of [`Probe`]: the error exposes a `std::error::Error`.
+pub trait ViaAsRefError {
+    /// Whether the error is worth retrying.
+    fn __pool_retryable(&self) -> bool;
+}
+
+impl<E: AsRef<dyn StdError + Send + Sync + 'static>> ViaAsRefError for Probe<'_, E> {
+    fn __pool_retryable(&self) -> bool {
+        chain_is_retryable(self.0.as_ref())
+    }
+}
+
+fn chain_is_retryable(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(ours) = e.downcast_ref::<Error>() {
+            return ours.is_retryable();
+        }
+        if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+            return matches!(pg.code().map(|c| c.code()), Some("40001" | "40P01"));
+        }
+        current = e.source();
+    }
+    false
+}

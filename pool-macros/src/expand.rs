@@ -1,0 +1,275 @@
+//! Code generation. Inputs are validated (`args.rs`, `func.rs`) before anything here runs,
+//! so expansion cannot fail.
+//!
+//! Hygiene: generated locals are `__pool_`-prefixed with mixed-site spans, so user code
+//! cannot see or shadow them; paths are absolute (`::pool_core::…`, or `crate = "…"`).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Type, TypePath};
+
+use crate::args::{ConnArgs, Isolation, TxArgs};
+use crate::func::{Func, Which, analyze};
+
+/// On any error: the original item unchanged plus the error, so the user sees one error
+/// at the right token instead of a cascade from a half-expanded function.
+fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
+    let mut out = item;
+    out.extend(error.into_compile_error());
+    out
+}
+
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+fn default_crate() -> syn::Path {
+    syn::parse_quote!(::pool_core)
+}
+
+/// Replaces the connection parameter by `__pool_source: &mut impl <bound>`.
+fn replace_param(item: &mut ItemFn, index: usize, bound: TokenStream) {
+    if let Some(FnArg::Typed(pt)) = item.sig.inputs.iter_mut().nth(index) {
+        *pt.pat = Pat::Ident(syn::PatIdent {
+            attrs: Vec::new(),
+            by_ref: None,
+            mutability: None,
+            ident: local("__pool_source"),
+            subpat: None,
+        });
+        let lifetime = match &*pt.ty {
+            Type::Reference(r) => r.lifetime.clone(),
+            _ => None,
+        };
+        *pt.ty = syn::parse_quote!(&#lifetime mut impl #bound);
+    }
+}
+
+/// The user's `Tx` (or `Conn`) path with `'_` filled in where no lifetime was written,
+/// so generated code stays clean under `elided_lifetimes_in_paths`.
+fn with_anon_lifetime(path: &TypePath, needs_lifetime: bool) -> TypePath {
+    let mut path = path.clone();
+    if needs_lifetime && let Some(last) = path.path.segments.last_mut() {
+        if matches!(last.arguments, PathArguments::None) {
+            let args: syn::AngleBracketedGenericArguments = syn::parse_quote!(<'_>);
+            last.arguments = PathArguments::AngleBracketed(args);
+        } else if let PathArguments::AngleBracketed(a) = &mut last.arguments {
+            // A named lifetime from the signature cannot outlive the local; use '_.
+            for arg in a.args.iter_mut() {
+                if let GenericArgument::Lifetime(l) = arg {
+                    *l = syn::Lifetime::new("'_", l.span());
+                }
+            }
+        }
+    }
+    path
+}
+
+/// `?` on the source, with the error converted into the user's error type. Spanned at
+/// the return type, so a missing `From<pool_core::Error>` is reported there. Converted
+/// through a generic helper, so that `E = pool_core::Error` does not trip clippy's
+/// `useless_conversion` in the user's crate.
+fn try_or_return(krate: &syn::Path, ret: &Type, expr: TokenStream) -> TokenStream {
+    let convert = quote_spanned!(ret.span()=> #krate::__private::convert_error(__pool_error));
+    quote! {
+        match #expr {
+            ::core::result::Result::Ok(__pool_ok) => __pool_ok,
+            ::core::result::Result::Err(__pool_error) => return ::core::result::Result::Err(#convert),
+        }
+    }
+}
+
+/// Gives every `__pool_*` identifier a mixed-site span, so the generated locals are
+/// invisible to (and cannot be shadowed by) the user's code around them.
+fn respan_locals(tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) if i.to_string().starts_with("__pool_") => {
+                proc_macro2::TokenTree::Ident(Ident::new(&i.to_string(), Span::mixed_site()))
+            }
+            proc_macro2::TokenTree::Group(g) => {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan_locals(g.stream()));
+                ng.set_span(g.span());
+                proc_macro2::TokenTree::Group(ng)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+pub(crate) fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
+    let parsed = syn::parse2::<ConnArgs>(args)
+        .and_then(|args| syn::parse2::<ItemFn>(item.clone()).map(|f| (args, f)))
+        .and_then(|(args, f)| analyze(f, Which::WithConn).map(|f| (args, f)));
+    match parsed {
+        Ok((args, func)) => expand_with_conn(args, func),
+        Err(e) => with_error(item, e),
+    }
+}
+
+fn expand_with_conn(args: ConnArgs, func: Func) -> TokenStream {
+    let krate = args.krate.map(|(p, _)| p).unwrap_or_else(default_crate);
+    let Func {
+        mut item,
+        index,
+        ident,
+        mutability,
+        inner,
+        ret,
+    } = func;
+    let block = item.block.clone();
+    let fn_span = item.sig.ident.span();
+    replace_param(&mut item, index, quote!(#krate::ConnSource));
+    let checkout = quote_spanned!(fn_span=> #krate::ConnSource::__checkout(__pool_source).await);
+    let get = try_or_return(&krate, &ret, checkout);
+    let inner = with_anon_lifetime(&inner, false);
+    let body = quote! {
+        let mut __pool_conn = #get;
+        let #mutability #ident: &mut #inner = &mut *__pool_conn;
+        #block
+    };
+    emit(&item, body)
+}
+
+/// The function with its new signature and body.
+fn emit(item: &ItemFn, body: TokenStream) -> TokenStream {
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = item;
+    let body = respan_locals(body);
+    quote!(#(#attrs)* #vis #sig { #body })
+}
+
+pub(crate) fn transactional(args: TokenStream, item: TokenStream) -> TokenStream {
+    let parsed = syn::parse2::<TxArgs>(args)
+        .and_then(|args| args.validate().map(|()| args))
+        .and_then(|args| syn::parse2::<ItemFn>(item.clone()).map(|f| (args, f)))
+        .and_then(|(args, f)| analyze(f, Which::Transactional).map(|f| (args, f)));
+    match parsed {
+        Ok((args, func)) => expand_transactional(args, func),
+        Err(e) => with_error(item, e),
+    }
+}
+
+fn options(krate: &syn::Path, args: &TxArgs) -> TokenStream {
+    let mut opts = quote!(#krate::TxOptions::new());
+    if let Some((level, _)) = args.isolation {
+        let level = match level {
+            Isolation::ReadCommitted => quote!(ReadCommitted),
+            Isolation::RepeatableRead => quote!(RepeatableRead),
+            Isolation::Serializable => quote!(Serializable),
+        };
+        opts.extend(quote!(.isolation(#krate::Isolation::#level)));
+    }
+    if args.read_only.is_some() {
+        opts.extend(quote!(.read_only(true)));
+    }
+    if args.deferrable.is_some() {
+        opts.extend(quote!(.deferrable(true)));
+    }
+    opts
+}
+
+fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
+    let krate = args
+        .krate
+        .clone()
+        .map(|(p, _)| p)
+        .unwrap_or_else(default_crate);
+    let opts = options(&krate, &args);
+    let Func {
+        mut item,
+        index,
+        ident,
+        mutability,
+        inner,
+        ret,
+    } = func;
+    let block = item.block.clone();
+    let fn_span = item.sig.ident.span();
+    let tx_ty = with_anon_lifetime(&inner, true);
+    let checkout = quote_spanned!(fn_span=> #krate::ConnSource::__checkout(__pool_source).await);
+    let get_hold = try_or_return(&krate, &ret, checkout);
+
+    let body = match args.retry {
+        None => {
+            replace_param(&mut item, index, quote!(#krate::TxSource));
+            let begin = try_or_return(
+                &krate,
+                &ret,
+                quote!(#krate::__private::begin(&mut *__pool_hold, #opts, false).await),
+            );
+            // The body runs in its own async block so that a `return` in it still goes
+            // through commit/rollback; the fake return edge fixes the block's type for `?`.
+            quote! {
+                let mut __pool_hold = #get_hold;
+                let mut __pool_tx = #begin;
+                let __pool_result: #ret = {
+                    let #mutability #ident: &mut #tx_ty = &mut __pool_tx;
+                    async {
+                        #[allow(
+                            unknown_lints,
+                            unreachable_code,
+                            clippy::diverging_sub_expression,
+                            clippy::empty_loop,
+                            clippy::let_unit_value,
+                            clippy::needless_return,
+                            clippy::unreachable
+                        )]
+                        if false {
+                            let __pool_fake_return: #ret = loop {};
+                            return __pool_fake_return;
+                        }
+                        #block
+                    }
+                    .await
+                };
+                #krate::__private::finish(__pool_tx, __pool_result).await
+            }
+        }
+        Some((retries, retry_span)) => {
+            replace_param(&mut item, index, quote!(#krate::FreshTxSource));
+            let backoff = args.backoff_ms.map_or(10, |(ms, _)| ms);
+            let begin = try_or_return(
+                &krate,
+                &ret,
+                quote!(#krate::__private::begin(&mut *__pool_hold, #opts, true).await),
+            );
+            // The body is an async closure that must be `AsyncFnMut`: re-running it must
+            // not need anything it consumed the first time. A body that moves a captured
+            // value fails to compile here, at the `retry` option.
+            let closure = quote_spanned! {retry_span=>
+                #krate::__private::rerunnable_transaction_body(
+                    async |#mutability #ident: &mut #tx_ty| -> #ret #block
+                )
+            };
+            quote! {
+                let mut __pool_hold = #get_hold;
+                let mut __pool_body = #closure;
+                let mut __pool_attempt: u32 = 0;
+                loop {
+                    __pool_attempt += 1;
+                    let mut __pool_tx = #begin;
+                    let __pool_result: #ret = __pool_body(&mut __pool_tx).await;
+                    let __pool_retryable = match &__pool_result {
+                        ::core::result::Result::Ok(_) => false,
+                        ::core::result::Result::Err(__pool_error) => {
+                            #[allow(unused_imports)]
+                            use #krate::__private::{ViaAsRefError as _, ViaStdError as _};
+                            (&&#krate::__private::Probe(__pool_error)).__pool_retryable()
+                        }
+                    };
+                    match #krate::__private::finish_retrying(
+                        __pool_tx, __pool_result, __pool_retryable, __pool_attempt, #retries, #backoff,
+                    ).await {
+                        #krate::__private::Next::Return(__pool_done) => return __pool_done,
+                        #krate::__private::Next::Retry => continue,
+                    }
+                }
+            }
+        }
+    };
+    emit(&item, body)
+}

@@ -1,0 +1,166 @@
+//! `retry = N` on real serialization failures from concurrent serializable transactions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pool_core::{Conn, Error, Tx, transactional};
+
+use crate::common::*;
+
+/// Read-modify-write under SERIALIZABLE: concurrent runs conflict with 40001.
+#[transactional(isolation = serializable, retry = 50, backoff_ms = 2)]
+async fn increment(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    let n: i64 = tx
+        .query_one("SELECT n FROM counter WHERE id = 1", &[])
+        .await?
+        .get(0);
+    tokio::task::yield_now().await;
+    tx.execute("UPDATE counter SET n = $1 WHERE id = 1", &[&(n + 1)])
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failures_are_retried_and_counts_are_exact() {
+    let (tdb, builder) = setup().await;
+    tdb.connect().await.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)").await.unwrap();
+    let pool = builder.max_size(8).build().unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    const TASKS: i64 = 8;
+    const EACH: i64 = 25;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let pool = pool.clone();
+            let attempts = Arc::clone(&attempts);
+            tokio::spawn(async move {
+                let mut db = pool.db();
+                for _ in 0..EACH {
+                    increment(&mut db, &attempts).await?;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let n: i64 = tdb
+        .connect()
+        .await
+        .query_one("SELECT n FROM counter", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, TASKS * EACH, "lost or duplicated increments");
+    let attempts = attempts.load(Ordering::Relaxed) as i64;
+    assert!(
+        attempts > TASKS * EACH,
+        "no conflict happened, so nothing was retried ({attempts} attempts)"
+    );
+}
+
+#[transactional(isolation = serializable, retry = 2, backoff_ms = 1)]
+async fn always_conflicts(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    // A genuine 40001 from the server.
+    tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$")
+        .await?;
+    Ok(())
+}
+
+#[transactional(retry = 5, backoff_ms = 1)]
+async fn other_error(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    tx.batch_execute("SELECT 1/0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gives_up_after_n_retries_and_never_retries_other_errors() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let attempts = AtomicU32::new(0);
+    let err = always_conflicts(&mut db, &attempts).await.unwrap_err();
+    assert!(err.is_serialization_failure(), "{err}");
+    assert_eq!(
+        attempts.load(Ordering::Relaxed),
+        3,
+        "one run plus two retries"
+    );
+    let attempts = AtomicU32::new(0);
+    let err = other_error(&mut db, &attempts).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22012"));
+    assert_eq!(
+        attempts.load(Ordering::Relaxed),
+        1,
+        "division by zero must not be retried"
+    );
+}
+
+/// The check also sees through user error types and anyhow-style errors.
+#[derive(Debug)]
+struct Wrapped(Error);
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wrapped")
+    }
+}
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+impl From<Error> for Wrapped {
+    fn from(e: Error) -> Self {
+        Wrapped(e)
+    }
+}
+
+#[transactional(retry = 1, backoff_ms = 1)]
+async fn wrapped_conflict(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Wrapped> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40P01'; END $$")
+        .await?;
+    Ok(())
+}
+
+#[transactional(retry = 1, backoff_ms = 1)]
+async fn boxed_conflict(
+    tx: &mut Tx,
+    attempts: &AtomicU32,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_sees_through_wrapping_error_types() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let attempts = AtomicU32::new(0);
+    assert!(wrapped_conflict(&mut db, &attempts).await.is_err());
+    assert_eq!(attempts.load(Ordering::Relaxed), 2);
+    let attempts = AtomicU32::new(0);
+    assert!(boxed_conflict(&mut db, &attempts).await.is_err());
+    assert_eq!(attempts.load(Ordering::Relaxed), 2);
+}
+
+/// At run time, a connection lent by a transaction is refused by a retrying function.
+#[tokio::test]
+async fn a_retrying_transaction_refuses_a_connection_inside_a_transaction() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let mut conn = db.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let lent: &mut Conn = tx.conn();
+    let attempts = AtomicU32::new(0);
+    let err = increment(lent, &attempts).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    assert_eq!(attempts.load(Ordering::Relaxed), 0);
+}
