@@ -23,7 +23,7 @@ use tokio_postgres::{Client, Notification, Row, Statement};
 
 use crate::error::{self, Error, Result, Timeout, TimeoutKind};
 use crate::pool::Ctx;
-use crate::stmt::{ConnSql, Prepared, SqlParts};
+use crate::stmt::{ConnSql, Prepared, SqlParts, StatementFuture};
 
 /// A database connection, lent by the pool.
 ///
@@ -405,75 +405,79 @@ impl Conn {
     ///
     /// If the future is dropped after the statement was sent, the statement is cancelled
     /// on the server and the connection is drained before its next use.
-    pub async fn query<S>(
-        &mut self,
+    pub fn query<'a, S>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>>
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Vec<Row>>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        self.rows(statement.__parts(), params, Place::Conn).await
+        Box::pin(async move { self.rows(statement.__parts(), params, Place::Conn).await })
     }
 
     /// Runs a statement that returns exactly one row, else [`Error::RowCount`].
     ///
     /// Cancellation: as [`Conn::query`].
-    pub async fn query_one<S>(
-        &mut self,
+    pub fn query_one<'a, S>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row>
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Row>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        one_row(self.rows(statement.__parts(), params, Place::Conn).await?)
+        Box::pin(async move { one_row(self.rows(statement.__parts(), params, Place::Conn).await?) })
     }
 
     /// Runs a statement that returns zero or one row, else [`Error::RowCount`].
     ///
     /// Cancellation: as [`Conn::query`].
-    pub async fn query_opt<S>(
-        &mut self,
+    pub fn query_opt<'a, S>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>>
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Option<Row>>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        opt_row(self.rows(statement.__parts(), params, Place::Conn).await?)
+        Box::pin(async move { opt_row(self.rows(statement.__parts(), params, Place::Conn).await?) })
     }
 
     /// Runs a statement and returns the number of rows it affected.
     ///
     /// Cancellation: as [`Conn::query`].
-    pub async fn execute<S>(&mut self, statement: S, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
+    pub fn execute<'a, S>(
+        &'a mut self,
+        statement: S,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, u64>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        self.count(statement.__parts(), params, Place::Conn).await
+        Box::pin(async move { self.count(statement.__parts(), params, Place::Conn).await })
     }
 
     /// Runs one or more statements separated by `;`, without parameters, using the simple
     /// query protocol. All of them are classified; transaction control is refused.
     ///
     /// Cancellation: as [`Conn::query`].
-    pub async fn batch_execute<S>(&mut self, statements: S) -> Result<()>
+    pub fn batch_execute<'a, S>(&'a mut self, statements: S) -> StatementFuture<'a, ()>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        self.batch(statements.__parts(), Place::Conn).await
+        Box::pin(async move { self.batch(statements.__parts(), Place::Conn).await })
     }
 
     /// Prepares a statement on this connection (or takes it from the connection's cache).
     /// The result runs only on this connection.
     ///
     /// Cancellation: as [`Conn::query`].
-    pub async fn prepare<S>(&mut self, statement: S) -> Result<Prepared>
+    pub fn prepare<'a, S>(&'a mut self, statement: S) -> StatementFuture<'a, Prepared>
     where
-        S: ConnSql,
+        S: ConnSql + 'a,
     {
-        self.prepare_at(statement.__parts(), Place::Conn).await
+        Box::pin(async move { self.prepare_at(statement.__parts(), Place::Conn).await })
     }
 
     /// Sets a session parameter (`set_config(name, value, false)`). The pool resets it

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::pooled::ConnSet;
 use crate::status::Site;
-use crate::stmt::{OneShotSql, SqlParts};
+use crate::stmt::{OneShotSql, SqlParts, StatementFuture};
 
 /// A task's capability to use the pool (state *released*). Get one with [`Pool::db`],
 /// once per task or request.
@@ -88,14 +88,14 @@ impl Db {
         &'a mut self,
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+    ) -> StatementFuture<'a, Vec<Row>> {
         let site = Location::caller();
-        async move {
+        Box::pin(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
             conn.rows(parts, params, Place::Db).await
-        }
+        })
     }
 
     /// One-shot: runs a statement that returns exactly one row.
@@ -106,9 +106,9 @@ impl Db {
         &'a mut self,
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+    ) -> StatementFuture<'a, Row> {
         let rows = self.query(statement, params);
-        async move { one_row(rows.await?) }
+        Box::pin(async move { one_row(rows.await?) })
     }
 
     /// One-shot: runs a statement that returns zero or one row.
@@ -119,9 +119,9 @@ impl Db {
         &'a mut self,
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+    ) -> StatementFuture<'a, Option<Row>> {
         let rows = self.query(statement, params);
-        async move { opt_row(rows.await?) }
+        Box::pin(async move { opt_row(rows.await?) })
     }
 
     /// One-shot: runs a statement and returns the number of rows it affected.
@@ -132,14 +132,14 @@ impl Db {
         &'a mut self,
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+    ) -> StatementFuture<'a, u64> {
         let site = Location::caller();
-        async move {
+        Box::pin(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
             conn.count(parts, params, Place::Db).await
-        }
+        })
     }
 
     /// One-shot: runs one or more `;`-separated statements without parameters.
@@ -149,14 +149,14 @@ impl Db {
     pub fn batch_execute<'a, S: OneShotSql + 'a>(
         &'a mut self,
         statements: S,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
+    ) -> StatementFuture<'a, ()> {
         let site = Location::caller();
-        async move {
+        Box::pin(async move {
             let parts = statements.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
             conn.batch(parts, Place::Db).await
-        }
+        })
     }
 }
 

@@ -31,7 +31,8 @@ pub use pooled::{ConnSet, PooledConn};
 pub use source::{ConnSource, FreshTxSource, TxSource};
 pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};
 pub use stmt::{
-    ConnSql, OneShotSql, Plain, Prepared, SessionState, Sql, Stmt, StmtKind, TransactionOnly,
+    ConnSql, OneShotSql, Plain, Prepared, SessionState, Sql, StatementFuture, Stmt, StmtKind,
+    TransactionOnly,
 };
 pub use tokio_postgres;
 pub use tokio_postgres::types::ToSql;

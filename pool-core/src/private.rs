@@ -10,9 +10,29 @@ use crate::tx::{Tx, TxOptions};
 
 pub use crate::source::{Checkout, ConnRef};
 
+/// The error type of a `#[with_conn]`/`#[transactional]` function must be able to carry
+/// the pool's errors: checking out, beginning and committing can fail.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry a `pool_core::Error`",
+    label = "this error type must convert from `pool_core::Error`",
+    note = "the attribute checks out a connection (and begins and commits a transaction), which can fail; those errors are returned through this type",
+    note = "implement `From<pool_core::Error>` for it, or return `pool_core::Error` (or `anyhow::Error`, `Box<dyn std::error::Error + Send + Sync>`)"
+)]
+pub trait FromPoolError {
+    /// Converts.
+    fn from_pool_error(error: Error) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: From<Error>> FromPoolError for E {
+    fn from_pool_error(error: Error) -> Self {
+        E::from(error)
+    }
+}
+
 /// Converts the pool's error into the function's error type.
-pub fn convert_error<E: From<Error>>(error: Error) -> E {
-    E::from(error)
+pub fn convert_error<E: FromPoolError>(error: Error) -> E {
+    E::from_pool_error(error)
 }
 
 /// Begins the transaction of a `#[transactional]` function. `fresh` (the function
@@ -32,7 +52,7 @@ pub async fn begin(conn: &mut Conn, options: TxOptions, fresh: bool) -> Result<T
 }
 
 /// Commits on `Ok` (a failed commit becomes the function's error), rolls back on `Err`.
-pub async fn finish<T, E: From<Error>>(
+pub async fn finish<T, E: FromPoolError>(
     tx: Tx<'_>,
     result: std::result::Result<T, E>,
 ) -> std::result::Result<T, E> {
@@ -61,7 +81,7 @@ pub enum Next<T, E> {
 /// Commits or rolls back one attempt of a retrying transaction and decides whether to
 /// run it again: only on serialization failures and deadlocks, from the body
 /// (`body_retryable`) or from `COMMIT`, while `attempt <= retries`.
-pub async fn finish_retrying<T, E: From<Error>>(
+pub async fn finish_retrying<T, E: FromPoolError>(
     tx: Tx<'_>,
     result: std::result::Result<T, E>,
     body_retryable: bool,
@@ -77,7 +97,7 @@ pub async fn finish_retrying<T, E: From<Error>>(
                 backoff(attempt, backoff_ms, &e).await;
                 Next::Retry
             }
-            Err(e) => Next::Return(Err(E::from(e))),
+            Err(e) => Next::Return(Err(convert_error(e))),
         },
         Err(e) => {
             let _ = tx.rollback().await;

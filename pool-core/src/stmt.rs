@@ -11,11 +11,18 @@
 //! | [`TransactionOnly`] (`LOCK TABLE`, `SET LOCAL`, `FOR UPDATE`, xact locks) | no | no | yes |
 //! | transaction control (`BEGIN`, `COMMIT`…) | no | no | no |
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::pin::Pin;
 
 use pool_sql::{Classification, Kind, Refusal, Touches};
 use tokio_postgres::Statement;
+
+/// The future of a statement method (`query`, `execute`, …). It is boxed so that a
+/// statement run where it cannot mean what it says is reported once, at the call, rather
+/// than again wherever the future is used.
+pub type StatementFuture<'a, T> = Pin<Box<dyn Future<Output = crate::Result<T>> + Send + 'a>>;
 
 /// Marker: a statement safe on any pooled connection (`SELECT`, `INSERT`, DDL…).
 #[derive(Debug, Clone, Copy)]

@@ -22,7 +22,7 @@ use tokio_postgres::types::ToSql;
 use crate::conn::{Conn, Control, Place, Recovery, quote_ident, rollback_to_sql};
 use crate::error::{Error, Result};
 use crate::locks::LockMode;
-use crate::stmt::{Prepared, Sql, SqlParts};
+use crate::stmt::{Prepared, Sql, SqlParts, StatementFuture};
 
 /// Transaction isolation level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,75 +176,87 @@ impl<'c> Tx<'c> {
     ///
     /// Cancellation: the statement is cancelled on the server, and the transaction is
     /// marked aborted (its effect is unknown): `commit` then rolls back and fails.
-    pub async fn query<S: Sql>(
-        &mut self,
+    pub fn query<'a, S: Sql + 'a>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        self.live()?;
-        self.conn.rows(statement.__parts(), params, Place::Tx).await
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Vec<Row>> {
+        Box::pin(async move {
+            self.live()?;
+            self.conn.rows(statement.__parts(), params, Place::Tx).await
+        })
     }
 
     /// Runs a statement that returns exactly one row.
     ///
     /// Cancellation: as [`Tx::query`].
-    pub async fn query_one<S: Sql>(
-        &mut self,
+    pub fn query_one<'a, S: Sql + 'a>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row> {
-        self.live()?;
-        crate::conn::one_row(
-            self.conn
-                .rows(statement.__parts(), params, Place::Tx)
-                .await?,
-        )
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Row> {
+        Box::pin(async move {
+            self.live()?;
+            crate::conn::one_row(
+                self.conn
+                    .rows(statement.__parts(), params, Place::Tx)
+                    .await?,
+            )
+        })
     }
 
     /// Runs a statement that returns zero or one row.
     ///
     /// Cancellation: as [`Tx::query`].
-    pub async fn query_opt<S: Sql>(
-        &mut self,
+    pub fn query_opt<'a, S: Sql + 'a>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>> {
-        self.live()?;
-        crate::conn::opt_row(
-            self.conn
-                .rows(statement.__parts(), params, Place::Tx)
-                .await?,
-        )
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, Option<Row>> {
+        Box::pin(async move {
+            self.live()?;
+            crate::conn::opt_row(
+                self.conn
+                    .rows(statement.__parts(), params, Place::Tx)
+                    .await?,
+            )
+        })
     }
 
     /// Runs a statement and returns the number of rows it affected.
     ///
     /// Cancellation: as [`Tx::query`].
-    pub async fn execute<S: Sql>(
-        &mut self,
+    pub fn execute<'a, S: Sql + 'a>(
+        &'a mut self,
         statement: S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64> {
-        self.live()?;
-        self.conn
-            .count(statement.__parts(), params, Place::Tx)
-            .await
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> StatementFuture<'a, u64> {
+        Box::pin(async move {
+            self.live()?;
+            self.conn
+                .count(statement.__parts(), params, Place::Tx)
+                .await
+        })
     }
 
     /// Runs one or more statements separated by `;`, without parameters.
     ///
     /// Cancellation: as [`Tx::query`].
-    pub async fn batch_execute<S: Sql>(&mut self, statements: S) -> Result<()> {
-        self.live()?;
-        self.conn.batch(statements.__parts(), Place::Tx).await
+    pub fn batch_execute<'a, S: Sql + 'a>(&'a mut self, statements: S) -> StatementFuture<'a, ()> {
+        Box::pin(async move {
+            self.live()?;
+            self.conn.batch(statements.__parts(), Place::Tx).await
+        })
     }
 
     /// Prepares a statement on the transaction's connection (cached per connection).
     ///
     /// Cancellation: as [`Tx::query`].
-    pub async fn prepare<S: Sql>(&mut self, statement: S) -> Result<Prepared> {
-        self.live()?;
-        self.conn.prepare_at(statement.__parts(), Place::Tx).await
+    pub fn prepare<'a, S: Sql + 'a>(&'a mut self, statement: S) -> StatementFuture<'a, Prepared> {
+        Box::pin(async move {
+            self.live()?;
+            self.conn.prepare_at(statement.__parts(), Place::Tx).await
+        })
     }
 
     /// `LOCK TABLE name IN mode MODE`: held until the transaction ends. The name is

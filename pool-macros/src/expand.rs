@@ -5,7 +5,7 @@
 //! cannot see or shadow them; paths are absolute (`::pool_core::…`, or `crate = "…"`).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Type, TypePath};
 
@@ -28,7 +28,12 @@ fn default_crate() -> syn::Path {
     syn::parse_quote!(::pool_core)
 }
 
-/// Replaces the connection parameter by `__pool_source: &mut impl <bound>`.
+/// Replaces the connection parameter by `__pool_source: &mut dyn <bound>`.
+///
+/// A trait object rather than `impl Trait`: passing a wrong source (`&mut pool`) is then
+/// one unsized-coercion error at the argument, where a generic bound would be reported
+/// again at the call and at the `.await` of the function's future. A `&mut Conn` still
+/// reborrows implicitly, and `#[track_caller]` sees through the vtable.
 fn replace_param(item: &mut ItemFn, index: usize, bound: TokenStream) {
     if let Some(FnArg::Typed(pt)) = item.sig.inputs.iter_mut().nth(index) {
         *pt.pat = Pat::Ident(syn::PatIdent {
@@ -42,7 +47,7 @@ fn replace_param(item: &mut ItemFn, index: usize, bound: TokenStream) {
             Type::Reference(r) => r.lifetime.clone(),
             _ => None,
         };
-        *pt.ty = syn::parse_quote!(&#lifetime mut impl #bound);
+        *pt.ty = syn::parse_quote!(&#lifetime mut dyn #bound);
     }
 }
 
@@ -66,12 +71,38 @@ fn with_anon_lifetime(path: &TypePath, needs_lifetime: bool) -> TypePath {
     path
 }
 
+/// Where to report that the error type cannot carry the pool's errors: the `E` of
+/// `Result<T, E>` if written, else the `Result` itself.
+fn error_type_span(ret: &Type) -> Span {
+    if let Type::Path(p) = ret
+        && let Some(last) = p.path.segments.last()
+    {
+        if let PathArguments::AngleBracketed(a) = &last.arguments
+            && let Some(GenericArgument::Type(e)) = a.args.iter().nth(1)
+        {
+            return e.span();
+        }
+        return last.ident.span();
+    }
+    ret.span()
+}
+
 /// `?` on the source, with the error converted into the user's error type. Spanned at
-/// the return type, so a missing `From<pool_core::Error>` is reported there. Converted
+/// the error type, so a missing `From<pool_core::Error>` is reported there. Converted
 /// through a generic helper, so that `E = pool_core::Error` does not trip clippy's
 /// `useless_conversion` in the user's crate.
 fn try_or_return(krate: &syn::Path, ret: &Type, expr: TokenStream) -> TokenStream {
-    let convert = quote_spanned!(ret.span()=> #krate::__private::convert_error(__pool_error));
+    let span = error_type_span(ret);
+    // The whole call must carry the span, path included, for the error to land there.
+    let krate: TokenStream = krate
+        .to_token_stream()
+        .into_iter()
+        .map(|mut tt| {
+            tt.set_span(span);
+            tt
+        })
+        .collect();
+    let convert = quote_spanned!(span=> #krate::__private::convert_error(__pool_error));
     quote! {
         match #expr {
             ::core::result::Result::Ok(__pool_ok) => __pool_ok,
@@ -149,8 +180,27 @@ pub(crate) fn transactional(args: TokenStream, item: TokenStream) -> TokenStream
         .and_then(|(args, f)| analyze(f, Which::Transactional).map(|f| (args, f)));
     match parsed {
         Ok((args, func)) => expand_transactional(args, func),
-        Err(e) => with_error(item, e),
+        Err(e) => with_error(valid_fallback(item), e),
     }
+}
+
+/// The original function, made valid on its own: `&mut Tx` (whose lifetime the attribute
+/// normally supplies) becomes `&mut Tx<'_>`, so that the user sees only the attribute's
+/// error and not E0726 from the re-emitted signature.
+fn valid_fallback(item: TokenStream) -> TokenStream {
+    let Ok(mut f) = syn::parse2::<ItemFn>(item.clone()) else {
+        return item;
+    };
+    for arg in f.sig.inputs.iter_mut() {
+        if let FnArg::Typed(pt) = arg
+            && let Type::Reference(r) = &mut *pt.ty
+            && let Type::Path(p) = &mut *r.elem
+            && p.path.segments.last().is_some_and(|s| s.ident == "Tx")
+        {
+            *p = with_anon_lifetime(p, true);
+        }
+    }
+    f.into_token_stream()
 }
 
 fn options(krate: &syn::Path, args: &TxArgs) -> TokenStream {
@@ -240,9 +290,12 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
             // The body is an async closure that must be `AsyncFnMut`: re-running it must
             // not need anything it consumed the first time. A body that moves a captured
             // value fails to compile here, at the `retry` option.
+            // The closure's own tokens (`async`, `|`, the braces) carry the span of `retry`,
+            // so the error names the attribute, and the body's statements keep theirs.
+            let stmts = &block.stmts;
             let closure = quote_spanned! {retry_span=>
                 #krate::__private::rerunnable_transaction_body(
-                    async |#mutability #ident: &mut #tx_ty| -> #ret #block
+                    async |#mutability #ident: &mut #tx_ty| -> #ret { #(#stmts)* }
                 )
             };
             quote! {
@@ -272,4 +325,63 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
         }
     };
     emit(&item, body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn expand(f: fn(TokenStream, TokenStream) -> TokenStream, args: &str, item: &str) -> String {
+        f(args.parse().unwrap(), item.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn the_connection_parameter_becomes_a_dyn_source() {
+        let out = expand(
+            with_conn,
+            "",
+            "pub async fn f(conn: &mut Conn, id: i32) -> Result<(), E> { Ok(()) }",
+        );
+        assert!(
+            out.starts_with(
+                "pub async fn f (__pool_source : & mut dyn :: pool_core :: ConnSource , id : i32)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("let conn : & mut Conn = & mut * __pool_conn"),
+            "{out}"
+        );
+        let out = expand(
+            transactional,
+            "retry = 2",
+            "async fn f(tx: &mut Tx) -> Result<(), E> { Ok(()) }",
+        );
+        assert!(
+            out.contains("& mut dyn :: pool_core :: FreshTxSource"),
+            "{out}"
+        );
+        assert!(out.contains("rerunnable_transaction_body"), "{out}");
+        let out = expand(
+            transactional,
+            "crate = \"::app::db\"",
+            "async fn f(tx: &mut Tx) -> Result<(), E> { Ok(()) }",
+        );
+        assert!(out.contains("& mut dyn :: app :: db :: TxSource"), "{out}");
+    }
+
+    #[test]
+    fn a_bad_item_is_re_emitted_with_one_error() {
+        let out = expand(
+            with_conn,
+            "",
+            "fn f(conn: &mut Conn) -> Result<(), E> { Ok(()) }",
+        );
+        assert!(
+            out.starts_with("fn f (conn : & mut Conn)"),
+            "the original item must be kept: {out}"
+        );
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+    }
 }

@@ -12,11 +12,11 @@ use proc_macro::TokenStream;
 /// for the body and returned on every path) or a connection they already hold (it is
 /// reused, no checkout).
 ///
-/// ```ignore
+/// ```no_run
 /// use pool_core::{with_conn, Conn, Error};
 ///
 /// #[with_conn]
-/// async fn persons_in_group(conn: &mut Conn, group: i32) -> Result<Vec<i64>, Error> {
+/// async fn persons_in_group(conn: &mut Conn, group: i32) -> Result<Vec<String>, Error> {
 ///     let rows = conn.query("SELECT id FROM person WHERE group_id = $1", &[&group]).await?;
 ///     let mut out = Vec::new();
 ///     for row in rows {
@@ -25,8 +25,17 @@ use proc_macro::TokenStream;
 ///     Ok(out)
 /// }
 ///
+/// #[with_conn]
+/// async fn person(conn: &mut Conn, id: i64) -> Result<String, Error> {
+///     Ok(conn.query_one("SELECT name FROM person WHERE id = $1", &[&id]).await?.get(0))
+/// }
+///
+/// # async fn demo(pool: pool_core::Pool) -> Result<(), Error> {
+/// let mut db = pool.db();
 /// persons_in_group(&mut db, 7).await?;    // checks out, runs, returns
+/// let mut conn = db.acquire().await?;
 /// persons_in_group(&mut conn, 7).await?;  // runs on the caller's connection
+/// # Ok(()) }
 /// ```
 ///
 /// The function must be `async`, take exactly one `conn: &mut Conn` parameter, and return
@@ -36,11 +45,14 @@ use proc_macro::TokenStream;
 ///
 /// # Equivalent code without the macro
 ///
-/// ```ignore
-/// async fn persons_in_group(source: &mut impl pool_core::ConnSource, group: i32) -> Result<Vec<i64>, Error> {
+/// ```no_run
+/// # use pool_core::{Conn, ConnSource, Error};
+/// async fn persons_in_group(source: &mut dyn ConnSource, group: i32) -> Result<Vec<String>, Error> {
 ///     let mut held = source.__checkout().await?;   // `Db`: acquire; a held connection: reuse
 ///     let conn: &mut Conn = &mut *held;
-///     /* body */
+///     // … the body …
+/// #   let _ = (conn, group);
+/// #   Ok(Vec::new())
 /// }                                                // a checked-out connection is returned here
 /// ```
 ///
@@ -55,7 +67,7 @@ pub fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
 /// with a transaction (`&mut tx`) it nests as a savepoint: an inner `Err` rolls back only
 /// the inner work.
 ///
-/// ```ignore
+/// ```no_run
 /// use pool_core::{transactional, Error, LockMode, Tx};
 ///
 /// #[transactional(isolation = serializable, retry = 5)]
@@ -66,7 +78,10 @@ pub fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     Ok(())
 /// }
 ///
+/// # async fn demo(pool: pool_core::Pool) -> Result<(), Error> {
+/// let mut db = pool.db();
 /// transfer(&mut db, 1, 2, 500).await?;   // checks out, BEGIN … COMMIT, returns
+/// # Ok(()) }
 /// ```
 ///
 /// Options:
@@ -88,14 +103,26 @@ pub fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Equivalent code without the macro
 ///
-/// ```ignore
-/// async fn transfer(source: &mut impl pool_core::TxSource, from: i64, to: i64, cents: i64) -> Result<(), Error> {
+/// ```no_run
+/// # use pool_core::{Error, Isolation, TxOptions, TxSource};
+/// async fn transfer(source: &mut dyn TxSource, from: i64, to: i64, cents: i64) -> Result<(), Error> {
 ///     let mut held = source.__checkout().await?;                 // acquire, or reuse
 ///     let mut tx = held.begin_with(TxOptions::new().isolation(Isolation::Serializable)).await?;
-///     let result: Result<(), Error> = async { /* body, with `tx: &mut Tx` */ }.await;
+///     let result: Result<(), Error> = async {
+///         // … the body, with `tx: &mut Tx` …
+/// #       let _ = (&mut tx, from, to, cents);
+///         Ok(())
+///     }
+///     .await;
 ///     match result {
-///         Ok(v) => { tx.commit().await?; Ok(v) }
-///         Err(e) => { let _ = tx.rollback().await; Err(e) }
+///         Ok(v) => {
+///             tx.commit().await?;
+///             Ok(v)
+///         }
+///         Err(e) => {
+///             let _ = tx.rollback().await;
+///             Err(e)
+///         }
 ///     }
 ///     // with retry = N: the above in a loop, re-run on 40001/40P01 after a backoff
 /// }
@@ -111,10 +138,22 @@ pub fn transactional(args: TokenStream, item: TokenStream) -> TokenStream {
 /// (LOCK TABLE, SET LOCAL, FOR UPDATE, xact advisory locks) only in a transaction.
 /// Transaction control (`BEGIN`, `COMMIT`, …) is refused at compile time.
 ///
-/// ```ignore
+/// ```no_run
+/// # use pool_core::sql;
+/// # async fn demo(db: &mut pool_core::Db, msg: &str) -> Result<(), pool_core::Error> {
 /// db.execute(sql!("INSERT INTO log (msg) VALUES ($1)"), &[&msg]).await?;   // Plain: fine on Db
-/// db.execute(sql!("LOCK TABLE account"), &[]).await?;                      // compile error
+/// let mut conn = db.acquire().await?;
+/// let mut tx = conn.begin().await?;
 /// tx.execute(sql!("LOCK TABLE account"), &[]).await?;                      // fine in a Tx
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail,E0277
+/// # use pool_core::sql;
+/// # async fn demo(db: &mut pool_core::Db) -> Result<(), pool_core::Error> {
+/// db.execute(sql!("LOCK TABLE account"), &[]).await?;                      // on Db: refused
+/// # Ok(()) }
 /// ```
 ///
 /// # Equivalent code without the macro

@@ -102,7 +102,7 @@ impl Repo {
 trait Counter {
     fn count_all(
         &self,
-        conn: &mut impl pool_core::ConnSource,
+        conn: &mut dyn pool_core::ConnSource,
     ) -> impl std::future::Future<Output = Result<i64, Error>> + Send;
 }
 

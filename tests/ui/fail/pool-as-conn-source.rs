@@ -1,0 +1,13 @@
+// The pool itself passed where a connection source is wanted.
+use pool_core::{with_conn, Conn, Error, Pool};
+
+#[with_conn]
+async fn count(conn: &mut Conn) -> Result<i64, Error> {
+    Ok(conn.query_one("SELECT count(*) FROM item", &[]).await?.get(0))
+}
+
+async fn handler(mut pool: Pool) -> Result<i64, Error> {
+    count(&mut pool).await
+}
+
+fn main() {}

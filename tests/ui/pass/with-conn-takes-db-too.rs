@@ -1,0 +1,10 @@
+// The right way: take only the connection; callers pass &mut db or their own connection.
+#![allow(dead_code)]
+use pool_core::{with_conn, Conn, Error};
+
+#[with_conn]
+async fn count(conn: &mut Conn) -> Result<i64, Error> {
+    Ok(conn.query_one("SELECT count(*) FROM item", &[]).await?.get(0))
+}
+
+fn main() {}
