@@ -319,7 +319,7 @@ impl fmt::Display for Timeout {
                 if let Some(s) = &self.status {
                     write!(
                         f,
-                        ": {} of max {} in use, {} idle, {} waiting",
+                        ": {} of max {} in use, {} idle, {} other tasks waiting",
                         s.in_use, s.max_size, s.idle, s.waiting
                     )?;
                 }
