@@ -159,3 +159,31 @@ async fn options_reach_the_server_and_with_conn_helpers_join_the_transaction() {
     let (n, iso, ro) = snapshot(&mut pool.db()).await.unwrap();
     assert_eq!((n, iso.as_str(), ro.as_str()), (1, "repeatable read", "on"));
 }
+
+struct Tally {
+    rows: i64,
+}
+
+impl Tally {
+    /// `&mut self` methods keep their receiver; the transaction comes from the caller.
+    #[transactional(isolation = repeatable_read)]
+    async fn refresh(&mut self, tx: &mut Tx, at_least: i64) -> Result<(), Error> {
+        let n: i64 = tx.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+        self.rows = n.max(at_least);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn mut_self_methods_work() {
+    let (tdb, builder) = setup().await;
+    tdb.connect()
+        .await
+        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let pool = builder.max_size(1).build().unwrap();
+    let mut tally = Tally { rows: 0 };
+    tally.refresh(&mut pool.db(), 0).await.unwrap();
+    assert_eq!(tally.rows, 3);
+}
