@@ -106,3 +106,38 @@ async fn after_connect_settings_are_the_baseline_a_reset_restores() {
         .get(0);
     assert_eq!(path, "pg_catalog, public");
 }
+
+/// Prepared statements are kept per connection by default (that is what makes repeated
+/// statements one round trip); `discard_prepared_on_return` drops them on every return.
+#[tokio::test]
+async fn prepared_statements_are_discarded_on_return_when_configured() {
+    for discard in [false, true] {
+        let (_tdb, builder) = setup().await;
+        let pool = builder
+            .max_size(1)
+            .discard_prepared_on_return(discard)
+            .build()
+            .unwrap();
+        let mut db = pool.db();
+        let pid = {
+            let mut conn = db.acquire().await.unwrap();
+            conn.query("SELECT 1 + 1", &[]).await.unwrap();
+            conn.backend_pid()
+        };
+        let mut conn = db.acquire().await.unwrap();
+        assert_eq!(conn.backend_pid(), pid);
+        let named: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT 1 + 1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            named,
+            if discard { 0 } else { 1 },
+            "discard_prepared_on_return({discard})"
+        );
+    }
+}
