@@ -141,6 +141,8 @@ pub(crate) struct PoolConfig {
     pub(crate) after_connect: Option<AfterConnect>,
     pub(crate) statement_cache_capacity: usize,
     pub(crate) discard_prepared_on_return: bool,
+    /// Statements run as unnamed, self-contained messages; session state is refused.
+    pub(crate) pgbouncer_transaction_mode: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) cleanup_timeout: Duration,
 }
@@ -181,6 +183,7 @@ impl fmt::Debug for PoolConfig {
 /// | [`application_name`](Self::application_name) | `pool-core` | shown in `pg_stat_activity` (if the URL sets none) |
 /// | [`statement_cache_capacity`](Self::statement_cache_capacity) | 256 | prepared statements kept per connection |
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
+/// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
 /// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
 #[must_use = "a builder does nothing until build() or connect()"]
 pub struct Builder {
@@ -201,6 +204,7 @@ pub struct Builder {
     after_connect: Option<AfterConnect>,
     statement_cache_capacity: usize,
     discard_prepared_on_return: bool,
+    pgbouncer_transaction_mode: bool,
     close_timeout: Duration,
 }
 
@@ -232,6 +236,7 @@ impl Builder {
             after_connect: None,
             statement_cache_capacity: 256,
             discard_prepared_on_return: false,
+            pgbouncer_transaction_mode: false,
             close_timeout: Duration::from_secs(10),
         }
     }
@@ -365,6 +370,45 @@ impl Builder {
         self
     }
 
+    /// Connect through PgBouncer in `pool_mode = transaction` (or another
+    /// transaction-level pooler): each transaction, and each statement outside one, may
+    /// run on a different server connection. Off by default.
+    ///
+    /// The pool's statement handling then works through it:
+    ///
+    /// * Statements given as text (and `sql!`) run as *unnamed* statements, parsed,
+    ///   bound and executed in one round trip that PgBouncer keeps on one server
+    ///   connection. The statement cache is off (`statement_cache_capacity` is ignored):
+    ///   a named prepared statement lives on one server connection, and the next
+    ///   statement may run on another ("prepared statement "s1" does not exist").
+    /// * Parameter types are asked from the server the first time a connection runs a
+    ///   statement text, and remembered by that connection. Outside a transaction that
+    ///   question runs in its own `BEGIN … COMMIT`, so it cannot leave a statement
+    ///   behind on a server connection that other clients use.
+    /// * [`Conn::prepare`] and [`Tx::prepare`](crate::Tx::prepare) are refused: a named
+    ///   statement would not outlive the transaction.
+    /// * Session-state statements (`SET`, `LISTEN`, session advisory locks, temporary
+    ///   tables, `PREPARE`…) are refused, in and out of transactions: they would stick to
+    ///   a server connection shared with other clients, and be missing from this one's
+    ///   next transaction. Use [`Tx::set_local`](crate::Tx::set_local) and
+    ///   [`Tx::advisory_xact_lock`](crate::Tx::advisory_xact_lock) inside a transaction.
+    ///
+    /// Parameters and results must use built-in types: the driver looks up other types
+    /// (enums, domains, composites) with a cached named statement. `backend_pid()` and
+    /// the holders' backend pids name whichever server connection answered first.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), pool_core::Error> {
+    /// let pool = pool_core::Pool::builder("postgres://app@127.0.0.1:6432/app")
+    ///     .pgbouncer_transaction_mode(true)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pgbouncer_transaction_mode(mut self, yes: bool) -> Self {
+        self.pgbouncer_transaction_mode = yes;
+        self
+    }
+
     /// How long [`Pool::close`] waits for connections in use to come back.
     pub fn close_timeout(mut self, d: Duration) -> Self {
         self.close_timeout = d;
@@ -467,8 +511,13 @@ impl Builder {
             nested_checkout: self.nested_checkout,
             connector: self.connector.unwrap_or_else(|| Connector::new(NoTls)),
             after_connect: self.after_connect,
-            statement_cache_capacity: self.statement_cache_capacity,
+            statement_cache_capacity: if self.pgbouncer_transaction_mode {
+                0
+            } else {
+                self.statement_cache_capacity
+            },
             discard_prepared_on_return: self.discard_prepared_on_return,
+            pgbouncer_transaction_mode: self.pgbouncer_transaction_mode,
             close_timeout: self.close_timeout,
             cleanup_timeout,
         })

@@ -18,7 +18,7 @@ use pool_sql::{Classification, Kind, Touches};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Notification, Row, Statement};
 
 use crate::error::{self, Error, Result, Timeout, TimeoutKind};
@@ -78,6 +78,11 @@ pub(crate) struct ConnState {
     pub(crate) pending: Option<JoinHandle<bool>>,
     /// Unusable: discard on return.
     pub(crate) broken: bool,
+    /// Why the connection closed, when the server or the network closed it while no
+    /// statement was waiting (a FATAL sent to an idle session, a reset): set by the task
+    /// that reads the connection's messages, taken by the first error that reports the
+    /// connection lost, so that error names the real cause.
+    pub(crate) closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>>,
 }
 
 /// Where a statement is being run, for the run-time placement rules.
@@ -108,6 +113,8 @@ pub(crate) enum Recovery {
 #[derive(Default)]
 pub(crate) struct StatementCache {
     map: HashMap<Box<str>, Statement>,
+    /// Parameter types by SQL text, for unnamed statements (PgBouncer transaction mode).
+    param_types: HashMap<Box<str>, Vec<Type>>,
 }
 
 impl StatementCache {
@@ -135,6 +142,7 @@ impl StatementCache {
     }
     fn remove(&mut self, sql: &str) {
         self.map.remove(sql);
+        self.param_types.remove(sql);
     }
 }
 
@@ -168,10 +176,24 @@ impl ConnState {
     fn on_error(&mut self, e: tokio_postgres::Error) -> Error {
         if error::is_fatal(&e) {
             self.broken = true;
+            // "connection closed" says nothing of why: report the cause if it is known.
+            if e.is_closed()
+                && let Some(cause) = self.take_closed_by()
+            {
+                return Error::broken("while running a statement", Some(cause));
+            }
         } else if self.tx_depth > 0 && e.as_db_error().is_some() {
             self.mark_aborted();
         }
         error::from_statement(e)
+    }
+
+    /// The error that closed the connection, if one was recorded and not yet reported.
+    pub(crate) fn take_closed_by(&self) -> Option<tokio_postgres::Error> {
+        self.closed_by
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     fn mark_aborted(&mut self) {
@@ -242,6 +264,15 @@ async fn cancel_and_drain(client: &Client, ctx: &Ctx) -> bool {
             Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
                 continue;
             }
+            // The cancelled statement was inside a transaction, which is now aborted (the
+            // guard marked it so, and it is rolled back next): the connection answered,
+            // and the cancel request has been processed.
+            Ok(Err(e))
+                if e.code()
+                    == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) =>
+            {
+                return true;
+            }
             _ => return false,
         }
     }
@@ -299,23 +330,26 @@ impl OpGuard<'_> {
             None => fut.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, fut).await {
                 Ok(res) => res,
-                Err(_) => {
-                    crate::status::AtomicCounters::bump(&self.ctx.counters.statement_timeouts);
-                    let after = self.ctx.config.statement_timeout.unwrap_or_default();
-                    return Err(Error::Timeout(Box::new(Timeout {
-                        kind: TimeoutKind::Statement,
-                        after,
-                        status: None,
-                        holders: Vec::new(),
-                        last_connect_error: None,
-                        statement: (!sql.is_empty()).then(|| error::preview(sql)),
-                    })));
-                }
+                Err(_) => return Err(statement_timeout(self.ctx, sql)),
             },
         };
         self.armed = false;
         res.map_err(|e| self.state.on_error(e))
     }
+}
+
+/// The error of a statement whose deadline passed (counted).
+fn statement_timeout(ctx: &Ctx, sql: &str) -> Error {
+    crate::status::AtomicCounters::bump(&ctx.counters.statement_timeouts);
+    let after = ctx.config.statement_timeout.unwrap_or_default();
+    Error::Timeout(Box::new(Timeout {
+        kind: TimeoutKind::Statement,
+        after,
+        status: None,
+        holders: Vec::new(),
+        last_connect_error: None,
+        statement: (!sql.is_empty()).then(|| error::preview(sql)),
+    }))
 }
 
 /// A transaction-control step and how to undo it if it is abandoned mid-flight.
@@ -542,22 +576,44 @@ impl Conn {
     }
 
     /// Waits for a recovery in flight; refuses a connection known to be unusable.
-    pub(crate) async fn ensure_ready(&mut self) -> Result<()> {
+    ///
+    /// The wait counts against the deadline of the statement `sql` about to run: if it
+    /// passes first, that statement times out and the recovery goes on (the next use,
+    /// or the pool on return, waits for it again).
+    pub(crate) async fn ensure_ready(
+        &mut self,
+        deadline: Option<Instant>,
+        sql: &str,
+    ) -> Result<()> {
+        let mut recovery_failed = false;
         if let Some(pending) = self.state.pending.as_mut() {
             let cfg = &self.ctx.config;
             let limit = cfg.connect_timeout + cfg.cleanup_timeout * 3 + Duration::from_secs(1);
-            let ok = matches!(tokio::time::timeout(limit, pending).await, Ok(Ok(true)));
+            let own = Instant::now() + limit;
+            let until = deadline.map_or(own, |d| d.min(own));
+            let ok = match tokio::time::timeout_at(until, &mut *pending).await {
+                Ok(done) => matches!(done, Ok(true)),
+                Err(_) if deadline.is_some_and(|d| d < own) => {
+                    return Err(statement_timeout(&self.ctx, sql));
+                }
+                Err(_) => false,
+            };
             self.state.pending = None;
             if !ok {
                 self.state.broken = true;
+                recovery_failed = true;
             }
         }
         if self.state.broken || self.client.is_closed() {
             self.state.broken = true;
-            return Err(Error::broken(
-                "it was found closed, or could not be recovered after an interrupted statement",
-                None,
-            ));
+            let what = if self.client.is_closed() {
+                "the server or the network closed it"
+            } else if recovery_failed {
+                "an interrupted statement could not be cancelled and drained in time"
+            } else {
+                "an earlier error left it unusable"
+            };
+            return Err(Error::broken(what, self.state.take_closed_by()));
         }
         Ok(())
     }
@@ -567,6 +623,7 @@ impl Conn {
         &mut self,
         parts: &SqlParts<'_>,
         place: Place,
+        deadline: Option<Instant>,
     ) -> Result<Classification> {
         let class = match &parts.class {
             Ok(c) => *c,
@@ -589,7 +646,10 @@ impl Conn {
         if !allowed {
             return Err(placement_error(parts.text, class.kind, place));
         }
-        self.ensure_ready().await?;
+        if class.kind == Kind::Session && self.ctx.config.pgbouncer_transaction_mode {
+            return Err(Error::refused(parts.text, POOLER_SESSION_ADVICE));
+        }
+        self.ensure_ready(deadline, parts.text).await?;
         if self.state.aborted_at.is_some() && self.state.tx_depth > 0 {
             return Err(Error::TransactionAborted {
                 reason: "an earlier statement in this transaction failed or was cancelled, so the server ignores \
@@ -634,6 +694,80 @@ impl Conn {
         Ok(st)
     }
 
+    /// Whether a statement runs unnamed (parse, bind and execute in one round trip)
+    /// instead of as a cached named statement.
+    fn unnamed(&self, parts: &SqlParts<'_>) -> bool {
+        self.ctx.config.pgbouncer_transaction_mode && parts.prepared.is_none()
+    }
+
+    /// The parameters paired with the types the server infers for them.
+    async fn typed_params<'p>(
+        &mut self,
+        parts: &SqlParts<'_>,
+        params: &[&'p (dyn ToSql + Sync)],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>> {
+        let types = self.param_types(parts.text, deadline).await?;
+        if types.len() != params.len() {
+            return Err(Error::refused(
+                parts.text,
+                format!(
+                    "it takes {} parameter(s) and {} were given",
+                    types.len(),
+                    params.len()
+                ),
+            ));
+        }
+        Ok(params.iter().copied().zip(types).collect())
+    }
+
+    /// The parameter types of `sql`, asked from the server once per connection. Outside
+    /// a transaction the question (a named statement, described and closed) runs inside
+    /// its own `BEGIN … COMMIT`, which a transaction-mode pooler keeps on one server
+    /// connection, so nothing is left behind on a connection other clients share.
+    async fn param_types(&mut self, sql: &str, deadline: Option<Instant>) -> Result<Vec<Type>> {
+        if let Some(types) = self.cache.param_types.get(sql) {
+            return Ok(types.clone());
+        }
+        let wrap = self.state.tx_depth == 0;
+        let guard = OpGuard {
+            client: &self.client,
+            ctx: &self.ctx,
+            state: &mut self.state,
+            // Abandoned midway, the wrapping transaction must not survive.
+            recovery: if wrap {
+                Recovery::DrainThen(Cow::Borrowed("ROLLBACK"))
+            } else {
+                Recovery::CancelAndDrain
+            },
+            depth_if_dropped: None,
+            armed: true,
+        };
+        let client = &self.client;
+        let describe = async {
+            if wrap {
+                client.batch_execute("BEGIN").await?;
+            }
+            // The statement is dropped here: its Close goes out before the COMMIT.
+            let described = client.prepare(sql).await.map(|st| st.params().to_vec());
+            if wrap {
+                let end = if described.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                client.batch_execute(end).await?;
+            }
+            described
+        };
+        let types = guard.run(deadline, sql, describe).await?;
+        if self.cache.param_types.len() >= 256 {
+            self.cache.param_types.clear();
+        }
+        self.cache.param_types.insert(sql.into(), types.clone());
+        Ok(types)
+    }
+
     fn after_success(&mut self, class: &Classification) {
         if class.touches.contains(Touches::DROPS_PREPARED) {
             self.cache.clear();
@@ -644,7 +778,9 @@ impl Conn {
         // A cached plan invalidated by a schema change: forget it so the next use
         // prepares afresh.
         if let Some(db) = e.as_db_error()
-            && (db.code().code() == "0A000" || db.code().code() == "26000")
+            && (db.code().code() == "0A000"
+                || db.code().code() == "26000"
+                || self.ctx.config.pgbouncer_transaction_mode)
         {
             self.cache.remove(parts.text);
         }
@@ -656,13 +792,21 @@ impl Conn {
         params: &[&(dyn ToSql + Sync)],
         place: Place,
     ) -> Result<Vec<Row>> {
-        let class = self.admit(&parts, place).await?;
         let deadline = self.deadline();
-        let st = self.statement_for(&parts, deadline).await?;
-        let (client, guard) = self.op(class.touches);
-        let res = guard
-            .run(deadline, parts.text, client.query(&st, params))
-            .await;
+        let class = self.admit(&parts, place, deadline).await?;
+        let res = if self.unnamed(&parts) {
+            let typed = self.typed_params(&parts, params, deadline).await?;
+            let (client, guard) = self.op(class.touches);
+            guard
+                .run(deadline, parts.text, client.query_typed(parts.text, &typed))
+                .await
+        } else {
+            let st = self.statement_for(&parts, deadline).await?;
+            let (client, guard) = self.op(class.touches);
+            guard
+                .run(deadline, parts.text, client.query(&st, params))
+                .await
+        };
         match &res {
             Ok(_) => self.after_success(&class),
             Err(e) => self.after_error(&parts, e),
@@ -676,13 +820,25 @@ impl Conn {
         params: &[&(dyn ToSql + Sync)],
         place: Place,
     ) -> Result<u64> {
-        let class = self.admit(&parts, place).await?;
         let deadline = self.deadline();
-        let st = self.statement_for(&parts, deadline).await?;
-        let (client, guard) = self.op(class.touches);
-        let res = guard
-            .run(deadline, parts.text, client.execute(&st, params))
-            .await;
+        let class = self.admit(&parts, place, deadline).await?;
+        let res = if self.unnamed(&parts) {
+            let typed = self.typed_params(&parts, params, deadline).await?;
+            let (client, guard) = self.op(class.touches);
+            guard
+                .run(
+                    deadline,
+                    parts.text,
+                    client.execute_typed(parts.text, &typed),
+                )
+                .await
+        } else {
+            let st = self.statement_for(&parts, deadline).await?;
+            let (client, guard) = self.op(class.touches);
+            guard
+                .run(deadline, parts.text, client.execute(&st, params))
+                .await
+        };
         match &res {
             Ok(_) => self.after_success(&class),
             Err(e) => self.after_error(&parts, e),
@@ -697,8 +853,8 @@ impl Conn {
                 "batch_execute takes SQL text, not a prepared statement",
             ));
         }
-        let class = self.admit(&parts, place).await?;
         let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
         let (client, guard) = self.op(class.touches);
         let res = guard
             .run(deadline, parts.text, client.batch_execute(parts.text))
@@ -714,8 +870,11 @@ impl Conn {
         parts: SqlParts<'_>,
         place: Place,
     ) -> Result<Prepared> {
-        let class = self.admit(&parts, place).await?;
+        if self.ctx.config.pgbouncer_transaction_mode {
+            return Err(Error::refused(parts.text, POOLER_PREPARE_ADVICE));
+        }
         let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
         let statement = self.statement_for(&parts, deadline).await?;
         Ok(Prepared {
             statement,
@@ -726,9 +885,9 @@ impl Conn {
 
     /// Runs a transaction-control step and applies its effect on the bookkeeping.
     pub(crate) async fn control(&mut self, step: Control) -> Result<()> {
-        self.ensure_ready().await?;
         let deadline = self.deadline();
         let sql = step.sql();
+        self.ensure_ready(deadline, &sql).await?;
         let (recovery, depth_if_dropped) = step.if_dropped();
         let guard = OpGuard {
             client: &self.client,
@@ -788,7 +947,7 @@ impl Conn {
     /// recovery, ends any transaction, resets the session state the borrower touched.
     /// An error means the connection must be discarded.
     pub(crate) async fn clean(&mut self) -> Result<()> {
-        self.ensure_ready().await?;
+        self.ensure_ready(None, "").await?;
         let limit = self.ctx.config.cleanup_timeout;
         if self.state.tx_depth > 0 {
             self.simple(limit, "ROLLBACK").await?;
@@ -856,10 +1015,10 @@ impl Conn {
 
     /// Pings the server (a protocol-level `Sync`), bounded by `limit`.
     pub(crate) async fn ping(&mut self, limit: Duration) -> bool {
-        if self.ensure_ready().await.is_err() {
+        let deadline = Some(Instant::now() + limit);
+        if self.ensure_ready(deadline, "").await.is_err() {
             return false;
         }
-        let deadline = Some(Instant::now() + limit);
         let (client, guard) = self.op(Touches::empty());
         guard
             .run(deadline, "", client.check_connection())
@@ -879,6 +1038,15 @@ pub(crate) fn placement_error(text: &str, kind: Kind, place: Place) -> Error {
 const SESSION_ADVICE: &str = "it changes session state (SET, LISTEN, advisory lock, temp table, currval…), which is \
     lost when a one-shot statement's connection goes back to the pool; run it on a held connection: \
     `let mut conn = db.acquire().await?;` or in a #[with_conn] function";
+
+const POOLER_SESSION_ADVICE: &str = "it changes session state, and behind PgBouncer in transaction mode \
+    (`pgbouncer_transaction_mode`) a session is shared: the state would stay on a server connection other \
+    clients get next, and be missing from this connection's next transaction; inside a transaction use \
+    `tx.set_local(…)` or `tx.advisory_xact_lock(…)`, which end with it";
+
+const POOLER_PREPARE_ADVICE: &str = "behind PgBouncer in transaction mode (`pgbouncer_transaction_mode`) a \
+    named prepared statement lives on one server connection, and the next statement may run on another; pass \
+    the SQL text instead (it runs as an unnamed statement in one round trip)";
 
 const TX_ONLY_ADVICE: &str = "it only works inside a transaction (LOCK TABLE fails outside one, SET LOCAL does \
     nothing, and FOR UPDATE row locks or xact advisory locks are released when the statement ends); open one: \

@@ -39,6 +39,8 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
     let handshake = async {
         let (client, mut messages) = cfg.connector.connect(cfg.pg.clone()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
+        let slot = Arc::clone(&closed_by);
         tokio::spawn(async move {
             while let Some(message) = messages.next().await {
                 match message {
@@ -51,6 +53,8 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(target: "pool_core", error = %e, "connection closed");
+                        // Kept for the error that reports the connection lost.
+                        *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
                         break;
                     }
                 }
@@ -66,35 +70,35 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                 _ => None,
             })
             .unwrap_or(0);
-        Ok::<_, tokio_postgres::Error>((client, rx, pid))
+        Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by))
     };
-    let (client, rx, backend_pid) = match tokio::time::timeout(cfg.connect_timeout, handshake).await
-    {
-        Ok(Ok(parts)) => parts,
-        Ok(Err(e)) => {
-            let permanent = is_permanent(&e);
-            return Err(ConnectFailure {
-                error: Error::Connect {
-                    source: Arc::new(e),
-                },
-                permanent,
-            });
-        }
-        Err(_) => {
-            let error = Error::Timeout(Box::new(Timeout {
-                kind: TimeoutKind::Connect,
-                after: started.elapsed(),
-                status: None,
-                holders: Vec::new(),
-                last_connect_error: None,
-                statement: None,
-            }));
-            return Err(ConnectFailure {
-                error,
-                permanent: false,
-            });
-        }
-    };
+    let (client, rx, backend_pid, closed_by) =
+        match tokio::time::timeout(cfg.connect_timeout, handshake).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                let permanent = is_permanent(&e);
+                return Err(ConnectFailure {
+                    error: Error::Connect {
+                        source: Arc::new(e),
+                    },
+                    permanent,
+                });
+            }
+            Err(_) => {
+                let error = Error::Timeout(Box::new(Timeout {
+                    kind: TimeoutKind::Connect,
+                    after: started.elapsed(),
+                    status: None,
+                    holders: Vec::new(),
+                    last_connect_error: None,
+                    statement: None,
+                }));
+                return Err(ConnectFailure {
+                    error,
+                    permanent: false,
+                });
+            }
+        };
     let expires = cfg
         .max_lifetime
         .map(|life| started + life - jitter(life / 8));
@@ -104,6 +108,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         expires,
     };
     let mut conn = Box::new(Conn::new(Arc::new(client), Arc::clone(ctx), meta, rx));
+    conn.state.closed_by = closed_by;
     if let Some(hook) = cfg.after_connect.clone() {
         if let Err(error) = hook(&mut conn).await {
             return Err(ConnectFailure {

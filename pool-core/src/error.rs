@@ -326,7 +326,16 @@ impl fmt::Display for Timeout {
                 if self.last_connect_error.is_some() {
                     f.write_str("; the last attempt to open a connection failed (see the source of this error)")?;
                 }
-                if self.holders.is_empty() {
+                let cleaning = self.status.as_ref().map_or(0, |s| s.in_use);
+                if self.holders.is_empty() && cleaning > 0 {
+                    // In use by the pool itself: still counted against max_size.
+                    write!(
+                        f,
+                        "; no borrower holds one: {cleaning} are between borrowers (an interrupted \
+                         statement being cancelled, a rollback or reset, or the check before hand-out), \
+                         so a slow or unreachable server is holding them up"
+                    )?;
+                } else if self.holders.is_empty() {
                     f.write_str(
                         "; no connection is held, so the server is unreachable or slow to accept",
                     )?;

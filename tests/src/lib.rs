@@ -4,4 +4,5 @@
 //! either the one named by `DATABASE_URL`, or a private throwaway cluster
 //! started from the locally installed PostgreSQL binaries.
 
+pub mod faults;
 pub mod harness;

@@ -77,7 +77,12 @@ pub async fn in_transaction(admin: &Client, pid: i32) -> bool {
 /// Asserts what the next borrower must always get: a connection that is idle on the
 /// server (not busy, not in or aborted in a transaction) and answers statements.
 pub async fn assert_clean(admin: &Client, conn: &mut pool_core::Conn) {
+    // The statement runs first: a connection still held by the test may have a recovery
+    // in flight (an interrupted statement being cancelled), which its next statement
+    // waits for; only then does the server's view say what the next user gets.
     let pid = conn.backend_pid();
+    let one: i32 = conn.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
     assert_eq!(
         backend_state(admin, pid).await.as_deref(),
         Some("idle"),
@@ -87,6 +92,4 @@ pub async fn assert_clean(admin: &Client, conn: &mut pool_core::Conn) {
         !in_transaction(admin, pid).await,
         "backend {pid} is inside a transaction"
     );
-    let one: i32 = conn.query_one("SELECT 1", &[]).await.unwrap().get(0);
-    assert_eq!(one, 1);
 }
