@@ -1,3 +1,517 @@
-//! Benchmarks (work in progress).
+//! Benchmarks of pool-core against deadpool-postgres, bb8-postgres and the raw-client
+//! limit, with a markdown report and plots.
+//!
+//! ```text
+//! cargo run --release -p bench -- [--quick] [--out docs/bench] [--only checkout,select1,…]
+//! ```
+//!
+//! Runs against `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`;
+//! a private throwaway cluster when nothing answers there), in a fresh database that is
+//! dropped at the end. The last line printed is the summary:
+//! `summary: checkout_vs_best_peer=<x> select1_vs_limit=<y> fairness=<z>`.
+//!
+//! `--callgrind IMPL --iters N [--op checkout|yield|select1] [--pool P] [--tasks T]` runs
+//! N operations on one thread and nothing else, for instruction counts under
+//! `valgrind --tool=callgrind` (see `bench/callgrind.sh`).
 
-fn main() {}
+// A benchmark binary: a failed setup step ends the run with its message.
+#![allow(clippy::unwrap_used)]
+
+mod impls;
+mod macros;
+mod plot;
+mod report;
+mod run;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use impls::{Impl, Op, PcVariant, Target};
+use run::{CellResult, CellSpec};
+
+/// Which part of the benchmark a group of cells belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    /// Checkout + return, no query.
+    Checkout,
+    /// Checkout, `yield_now().await`, return.
+    CheckoutYield,
+    /// Checkout, `SELECT 1`, return.
+    Select1,
+    /// pool-core's own bookkeeping on and off.
+    Bookkeeping,
+}
+
+impl Scenario {
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Scenario::Checkout => "checkout",
+            Scenario::CheckoutYield => "yield",
+            Scenario::Select1 => "select1",
+            Scenario::Bookkeeping => "bookkeeping",
+        }
+    }
+}
+
+/// The settings of a run.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) quick: bool,
+    pub(crate) reps: usize,
+    pub(crate) checkout_warm: Duration,
+    pub(crate) checkout_window: Duration,
+    pub(crate) select_warm: Duration,
+    pub(crate) select_window: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                reps: 3,
+                checkout_warm: Duration::from_millis(30),
+                checkout_window: Duration::from_millis(100),
+                select_warm: Duration::from_millis(100),
+                select_window: Duration::from_millis(300),
+            }
+        } else {
+            Plan {
+                quick,
+                reps: 5,
+                checkout_warm: Duration::from_millis(100),
+                checkout_window: Duration::from_millis(500),
+                select_warm: Duration::from_millis(300),
+                select_window: Duration::from_millis(1500),
+            }
+        }
+    }
+
+    pub(crate) fn spec(&self, op: Op, threads: usize, pool: usize, tasks: usize) -> CellSpec {
+        let (warm, window, timed, latencies) = match op {
+            Op::Checkout => (self.checkout_warm, self.checkout_window, false, false),
+            Op::CheckoutYield => (self.checkout_warm, self.checkout_window, true, false),
+            Op::Select1 => (self.select_warm, self.select_window, true, true),
+        };
+        CellSpec {
+            op,
+            threads,
+            pool,
+            tasks,
+            timed,
+            latencies,
+            warm,
+            window,
+        }
+    }
+}
+
+/// Cells that share a configuration and differ only in the implementation; run
+/// interleaved, A B C A B C ….
+pub(crate) struct Group {
+    pub(crate) scenario: Scenario,
+    /// For the bookkeeping and macro scenarios: what the group measures.
+    pub(crate) label: String,
+    pub(crate) spec: CellSpec,
+    pub(crate) impls: Vec<Impl>,
+}
+
+impl Group {
+    /// `checkout 2t pool=4 tasks=64`: what `--filter` matches.
+    fn describe(&self) -> String {
+        format!(
+            "{} {}t pool={} tasks={}",
+            self.scenario.key(),
+            self.spec.threads,
+            self.spec.pool,
+            self.spec.tasks
+        )
+    }
+}
+
+/// A group's results: per implementation, one result per repetition.
+pub(crate) struct GroupResult {
+    pub(crate) scenario: Scenario,
+    pub(crate) label: String,
+    pub(crate) spec: CellSpec,
+    pub(crate) runs: Vec<(Impl, Vec<CellResult>)>,
+}
+
+pub(crate) const TASKS: [usize; 5] = [1, 16, 64, 256, 1024];
+pub(crate) const POOLS: [usize; 2] = [4, 16];
+pub(crate) const SELECT_TASKS: [usize; 3] = [16, 64, 256];
+
+const CHECKOUT_IMPLS: [Impl; 5] = [
+    Impl::POOL_CORE,
+    Impl::Deadpool,
+    Impl::Bb8Fast,
+    Impl::Bb8Default,
+    Impl::Limit,
+];
+
+fn groups(plan: &Plan, only: &[String]) -> Vec<Group> {
+    let wanted = |s: Scenario| only.is_empty() || only.iter().any(|o| o == s.key());
+    let mut out = Vec::new();
+    for (scenario, op) in [
+        (Scenario::Checkout, Op::Checkout),
+        (Scenario::CheckoutYield, Op::CheckoutYield),
+    ] {
+        if !wanted(scenario) {
+            continue;
+        }
+        for threads in [1, 2] {
+            for pool in POOLS {
+                for tasks in TASKS {
+                    out.push(Group {
+                        scenario,
+                        label: String::new(),
+                        spec: plan.spec(op, threads, pool, tasks),
+                        impls: CHECKOUT_IMPLS.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    if wanted(Scenario::Select1) {
+        for pool in POOLS {
+            for tasks in SELECT_TASKS {
+                let mut impls = CHECKOUT_IMPLS.to_vec();
+                impls.push(Impl::LimitPrepared);
+                out.push(Group {
+                    scenario: Scenario::Select1,
+                    label: String::new(),
+                    spec: plan.spec(Op::Select1, 2, pool, tasks),
+                    impls,
+                });
+            }
+        }
+    }
+    if wanted(Scenario::Bookkeeping) {
+        let variants = vec![
+            Impl::POOL_CORE,
+            Impl::PoolCore(PcVariant::NestedAllow),
+            Impl::PoolCore(PcVariant::NoBookkeeping),
+            Impl::PoolCore(PcVariant::NoStatementTimeout),
+        ];
+        for (label, op, threads, pool, tasks) in [
+            (
+                "checkout, 1 thread, pool 16, 1 task",
+                Op::Checkout,
+                1,
+                16,
+                1,
+            ),
+            (
+                "checkout, 2 threads, pool 16, 16 tasks",
+                Op::Checkout,
+                2,
+                16,
+                16,
+            ),
+            (
+                "checkout + yield, 2 threads, pool 4, 256 tasks",
+                Op::CheckoutYield,
+                2,
+                4,
+                256,
+            ),
+            (
+                "SELECT 1, 2 threads, pool 16, 64 tasks",
+                Op::Select1,
+                2,
+                16,
+                64,
+            ),
+        ] {
+            out.push(Group {
+                scenario: Scenario::Bookkeeping,
+                label: label.to_owned(),
+                spec: plan.spec(op, threads, pool, tasks),
+                impls: variants.clone(),
+            });
+        }
+    }
+    out
+}
+
+struct Args {
+    quick: bool,
+    out: PathBuf,
+    only: Vec<String>,
+    filter: Option<String>,
+    callgrind: Option<Profile>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros] [--filter TEXT]\n       \
+         bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
+         (IMPL: pool-core, pool-core-nested-allow, pool-core-no-bookkeeping, deadpool, bb8-no-test, bb8-default, limit,\n       \
+         with-conn, with-conn-by-hand, transactional, transactional-by-hand)"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        quick: false,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("docs")
+            .join("bench"),
+        only: Vec::new(),
+        filter: None,
+        callgrind: None,
+    };
+    let mut callgrind_impl = None;
+    let mut iters = 100_000;
+    let mut op = Op::Checkout;
+    let mut pool = 4;
+    let mut tasks = 1;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--filter" => args.filter = Some(it.next().unwrap_or_else(|| usage())),
+            "--out" => args.out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
+            "--only" => {
+                args.only = it
+                    .next()
+                    .unwrap_or_else(|| usage())
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .collect();
+            }
+            "--callgrind" => {
+                let name = it.next().unwrap_or_else(|| usage());
+                callgrind_impl = Some(match Impl::from_key(&name) {
+                    Some(imp) => Ok(imp),
+                    None => Err(macros::Variant::from_key(&name).unwrap_or_else(|| usage())),
+                });
+            }
+            "--iters" => {
+                iters = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+            }
+            "--op" => {
+                op = match it.next().as_deref() {
+                    Some("checkout") => Op::Checkout,
+                    Some("yield") => Op::CheckoutYield,
+                    Some("select1") => Op::Select1,
+                    _ => usage(),
+                };
+            }
+            "--pool" => {
+                pool = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--tasks" => {
+                tasks = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+            }
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    args.callgrind = callgrind_impl.map(|imp| Profile {
+        imp,
+        iters,
+        op,
+        pool,
+        tasks,
+    });
+    args
+}
+
+fn main() {
+    let args = parse_args();
+    let started = Instant::now();
+    // The server (DATABASE_URL or a private cluster) and a fresh database for this run,
+    // dropped when `db` is.
+    let setup = run::runtime(1).unwrap();
+    let (db, server_version) = setup.block_on(async {
+        let db = tests::harness::try_test_db()
+            .await
+            .unwrap_or_else(|e| panic!("no PostgreSQL server for the benchmark: {e}"));
+        let client = db.connect().await;
+        let version: String = client
+            .query_one("SHOW server_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (db, version)
+    });
+    drop(setup);
+    let url = db.url().to_owned();
+    let config = db.config();
+
+    if let Some(p) = args.callgrind {
+        callgrind(p, &url, &config);
+        drop(db);
+        return;
+    }
+
+    let plan = Plan::new(args.quick);
+    let load_before = report::loadavg();
+    let mut groups = groups(&plan, &args.only);
+    if let Some(f) = &args.filter {
+        groups.retain(|g| g.describe().contains(f.as_str()));
+    }
+    let cells: usize = groups.iter().map(|g| g.impls.len() * plan.reps).sum();
+    eprintln!(
+        "bench: {} mode, {} groups, {} cells, {} repetitions each; database {}",
+        if plan.quick { "quick" } else { "full" },
+        groups.len(),
+        cells,
+        plan.reps,
+        db.name()
+    );
+    let mut results = Vec::new();
+    let mut done = 0;
+    for g in groups {
+        let mut runs: Vec<(Impl, Vec<CellResult>)> =
+            g.impls.iter().map(|&i| (i, Vec::new())).collect();
+        for rep in 0..plan.reps {
+            for (imp, out) in runs.iter_mut() {
+                done += 1;
+                match run::run_cell(*imp, &g.spec, &url, &config) {
+                    Ok(r) => {
+                        eprintln!(
+                            "[{done}/{cells}] {} {} rep {}: {}/s",
+                            g.describe(),
+                            imp.name(),
+                            rep + 1,
+                            report::rate(r.throughput)
+                        );
+                        out.push(r);
+                    }
+                    Err(e) => eprintln!(
+                        "[{done}/{cells}] {} {} rep {}: FAILED: {e}",
+                        g.describe(),
+                        imp.name(),
+                        rep + 1
+                    ),
+                }
+            }
+        }
+        results.push(GroupResult {
+            scenario: g.scenario,
+            label: g.label,
+            spec: g.spec,
+            runs,
+        });
+    }
+    let wanted_macros =
+        (args.only.is_empty() && args.filter.is_none()) || args.only.iter().any(|o| o == "macros");
+    let macro_section = if wanted_macros {
+        macros::run(&plan, &url)
+    } else {
+        macros::MacroSection::skipped("not selected with --only")
+    };
+    let load_after = report::loadavg();
+    let elapsed = started.elapsed();
+    let machine =
+        report::Machine::probe(&server_version, &load_before, &load_after, &plan, elapsed);
+    let summary = report::Summary::compute(&results);
+    let markdown = report::markdown(&results, &macro_section, &summary, &machine, &plan);
+    std::fs::create_dir_all(&args.out).unwrap();
+    std::fs::write(args.out.join("results.md"), &markdown).unwrap();
+    std::fs::write(
+        args.out.join("raw.csv"),
+        report::csv(&results, &macro_section),
+    )
+    .unwrap();
+    let plots = plot::all(&results, &args.out);
+    drop(db);
+    println!("{markdown}");
+    match plots {
+        Ok(files) => println!("plots: {}", files.join(", ")),
+        Err(e) => println!("plots: not drawn: {e}"),
+    }
+    println!(
+        "report: {} (ran {:.0} s)",
+        args.out.join("results.md").display(),
+        elapsed.as_secs_f64()
+    );
+    println!("{}", summary.line());
+}
+
+/// What `--callgrind` runs.
+#[derive(Clone, Copy, Debug)]
+struct Profile {
+    imp: Result<Impl, macros::Variant>,
+    iters: u64,
+    op: Op,
+    pool: usize,
+    tasks: usize,
+}
+
+/// Runs `iters` operations of `imp`, spread over `tasks` tasks on a current-thread
+/// runtime, and nothing else, for `valgrind --tool=callgrind`: the difference between
+/// two iteration counts is the cost of the operations alone.
+fn callgrind(p: Profile, url: &str, config: &tokio_postgres::Config) {
+    let rt = run::runtime(1).unwrap();
+    let config = config.clone();
+    rt.block_on(async move {
+        match p.imp {
+            Err(variant) => {
+                op_loop(macros::MacroTarget::build(url, p.pool, variant).unwrap(), p).await;
+            }
+            Ok(Impl::PoolCore(v)) => {
+                op_loop(impls::PoolCore::build(url, p.pool, v).unwrap(), p).await;
+            }
+            Ok(Impl::Deadpool) => {
+                op_loop(impls::Deadpool::build(config, p.pool).unwrap(), p).await;
+            }
+            Ok(Impl::Bb8Fast) => {
+                op_loop(impls::Bb8::build(config, p.pool, false).await.unwrap(), p).await;
+            }
+            Ok(Impl::Bb8Default) => {
+                op_loop(impls::Bb8::build(config, p.pool, true).await.unwrap(), p).await;
+            }
+            Ok(imp @ (Impl::Limit | Impl::LimitPrepared)) => {
+                let prepared = imp == Impl::LimitPrepared;
+                op_loop(
+                    impls::Limit::build(config, p.pool, prepared).await.unwrap(),
+                    p,
+                )
+                .await;
+            }
+        }
+    });
+    eprintln!(
+        "callgrind: {} × {:?} of {} (pool {}, {} tasks)",
+        p.iters,
+        p.op,
+        p.imp.map_or_else(|v| v.name(), |i| i.name()),
+        p.pool,
+        p.tasks
+    );
+}
+
+async fn op_loop<T: Target>(target: T, p: Profile) {
+    let target = std::sync::Arc::new(target);
+    run::fill(&target).await.unwrap();
+    let tasks = target.tasks(p.tasks) as u64;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..tasks {
+        let mut task = target.task(i as usize);
+        let n = p.iters / tasks + u64::from(i < p.iters % tasks);
+        let op = p.op;
+        set.spawn(async move {
+            for _ in 0..n {
+                T::op(&mut task, op).await;
+            }
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        res.unwrap();
+    }
+}

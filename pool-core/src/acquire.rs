@@ -1,19 +1,28 @@
 //! Checking out connections: the fast path, waiting, validation, deadlines.
+//!
+//! An acquire that finds an idle connection takes it in its first poll, under one lock,
+//! with no allocation. One that must wait joins the FIFO queue with a oneshot channel and
+//! is handed a connection already recorded as its own, so it needs no second trip
+//! through the lock. `acquire_timeout` for waiters is enforced by one deadline sweeper per
+//! pool instead of a timer per waiter: every waiter's deadline is its arrival plus the
+//! same timeout and the queue is FIFO, so deadlines grow from front to back and the
+//! sweeper only ever sleeps until the front one.
 
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::config::NestedCheckout;
 use crate::conn::Conn;
 use crate::db::Db;
 use crate::error::{Error, Result, Timeout, TimeoutKind};
-use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State};
+use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State, Waiter};
 use crate::pooled::{ConnSet, PooledConn};
 use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
 
@@ -31,7 +40,23 @@ type Slow = Pin<Box<dyn Future<Output = Result<(Box<Conn>, HolderKey, Instant)>>
 pub struct Acquire<'db> {
     db: &'db Db,
     site: Site,
-    slow: Option<Slow>,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Not polled yet.
+    Start,
+    /// In the queue; the deadline sweeper enforces the deadline.
+    Wait {
+        rx: oneshot::Receiver<Handoff>,
+        started: Instant,
+        task: TaskKey,
+    },
+    /// Validation before hand-out, a retry after a broken hand-over, or waiting with a
+    /// timer of its own.
+    Slow(Slow),
+    /// Resolved.
+    Done,
 }
 
 impl std::fmt::Debug for Acquire<'_> {
@@ -47,7 +72,7 @@ impl<'db> Acquire<'db> {
         Acquire {
             db,
             site: Site(site),
-            slow: None,
+            phase: Phase::Start,
         }
     }
 }
@@ -58,7 +83,8 @@ enum First {
     Validate(Box<Conn>),
     /// An idle connection recently used: hand out without a ping.
     Take(Box<Conn>),
-    Wait(oneshot::Receiver<Handoff>),
+    /// Queued, and what the deadline needs.
+    Wait(oneshot::Receiver<Handoff>, Sweep),
     /// Placeholder while the loop moves the previous value out.
     Empty,
 }
@@ -68,43 +94,142 @@ impl<'db> Future for Acquire<'db> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.slow.is_none() {
-            let shared = &this.db.pool.shared;
-            let task = TaskKey::current();
-            let started = Instant::now();
-            match try_acquire(shared, task, this.site, started) {
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(First::Ready(conn, key, since)) => {
-                    return Poll::Ready(Ok(PooledConn::new(this.db, conn, key, this.site, since)));
+        let shared = &this.db.pool.shared;
+        loop {
+            match &mut this.phase {
+                Phase::Start => {
+                    // Take part in tokio's cooperative budget like its own resources do,
+                    // so a loop of checkouts that never waits still lets other tasks run.
+                    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                    let task = TaskKey::current();
+                    let started = Instant::now();
+                    // Resolving from here leaves the phase at `Start` (nothing to clean
+                    // up on drop), which also spares rewriting it on the fast path.
+                    match try_acquire(shared, task, this.site, started) {
+                        Err(e) => {
+                            coop.made_progress();
+                            return Poll::Ready(Err(e));
+                        }
+                        Ok(First::Ready(conn, key, since)) => {
+                            coop.made_progress();
+                            return Poll::Ready(Ok(PooledConn::new(
+                                this.db, conn, key, this.site, since,
+                            )));
+                        }
+                        Ok(First::Wait(rx, sweep)) => {
+                            this.phase = if sweep.start(shared) {
+                                Phase::Wait { rx, started, task }
+                            } else {
+                                // No runtime for the sweeper: a timer of its own.
+                                Phase::Slow(Box::pin(slow_path(
+                                    Arc::clone(shared),
+                                    task,
+                                    this.site,
+                                    First::Wait(rx, Sweep::Unavailable),
+                                    started,
+                                    false,
+                                )))
+                            };
+                        }
+                        Ok(first) => {
+                            this.phase = Phase::Slow(Box::pin(slow_path(
+                                Arc::clone(shared),
+                                task,
+                                this.site,
+                                first,
+                                started,
+                                false,
+                            )));
+                        }
+                    }
                 }
-                Ok(first) => {
-                    this.slow = Some(Box::pin(slow_path(
-                        Arc::clone(shared),
-                        task,
-                        this.site,
-                        first,
-                        started,
-                    )));
+                Phase::Wait { rx, .. } => {
+                    let res = ready!(Pin::new(rx).poll(cx));
+                    let Phase::Wait { started, task, .. } =
+                        std::mem::replace(&mut this.phase, Phase::Done)
+                    else {
+                        return Poll::Pending;
+                    };
+                    let (conn, key, since) = match res {
+                        Ok(Ok(handed)) => handed,
+                        Ok(Err(e)) => {
+                            record_wait(shared, started, Instant::now());
+                            return Poll::Ready(Err(e));
+                        }
+                        // The sender is only dropped with the pool's state.
+                        Err(_) => return Poll::Ready(Err(Error::Closed)),
+                    };
+                    if shared.closed.load(Ordering::Acquire) {
+                        record_wait(shared, started, since);
+                        shared.checkin(conn, Some(key));
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    if !conn.is_broken() {
+                        record_wait(shared, started, since);
+                        AtomicCounters::bump(&shared.ctx.counters.acquires);
+                        return Poll::Ready(Ok(PooledConn::new(
+                            this.db, conn, key, this.site, since,
+                        )));
+                    }
+                    shared.discard_held(conn, key, DiscardReason::Broken);
+                    let deadline = started + shared.acquire_timeout();
+                    match requeue(shared, task, this.site, deadline) {
+                        Err(e) => {
+                            record_wait(shared, started, Instant::now());
+                            return Poll::Ready(Err(e));
+                        }
+                        Ok(first) => {
+                            this.phase = Phase::Slow(Box::pin(slow_path(
+                                Arc::clone(shared),
+                                task,
+                                this.site,
+                                first,
+                                started,
+                                true,
+                            )));
+                        }
+                    }
                 }
-            }
-        }
-        let Some(slow) = this.slow.as_mut() else {
-            return Poll::Pending;
-        };
-        match slow.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok((conn, key, since))) => {
-                Poll::Ready(Ok(PooledConn::new(this.db, conn, key, this.site, since)))
+                Phase::Slow(slow) => {
+                    let res = ready!(slow.as_mut().poll(cx));
+                    this.phase = Phase::Done;
+                    return Poll::Ready(res.map(|(conn, key, since)| {
+                        PooledConn::new(this.db, conn, key, this.site, since)
+                    }));
+                }
+                Phase::Done => return Poll::Pending,
             }
         }
     }
 }
 
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        if let Phase::Wait { rx, .. } = &mut self.phase {
+            let shared = &self.db.pool.shared;
+            rx.close();
+            match rx.try_recv() {
+                Ok(Ok((conn, key, _))) => shared.checkin(conn, Some(key)),
+                Ok(Err(_)) => {}
+                Err(_) => shared.leave_one(),
+            }
+        }
+    }
+}
+
+/// Counts an acquire that had to wait, and for how long.
+fn record_wait(shared: &Shared, started: Instant, until: Instant) {
+    let counters = &shared.ctx.counters;
+    AtomicCounters::bump(&counters.waits);
+    let nanos =
+        u64::try_from(until.saturating_duration_since(started).as_nanos()).unwrap_or(u64::MAX);
+    counters.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+}
+
 /// Refuses a checkout by a task that already holds one (per policy).
 fn nested_check(shared: &Shared, st: &State, task: TaskKey, site: Site) -> Result<()> {
     let policy = shared.config().nested_checkout;
-    if policy == NestedCheckout::Allow {
+    if policy == NestedCheckout::Allow || !shared.config().bookkeeping {
         return Ok(());
     }
     let Some(first) = Shared::held_by(st, task) else {
@@ -142,7 +267,7 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
                 if shared.needs_validation(since, now) {
                     Some(First::Validate(conn))
                 } else {
-                    let key = Shared::register(
+                    let key = shared.record_holder(
                         &mut st,
                         HolderEntry {
                             site,
@@ -175,7 +300,9 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
                 if !trash.is_empty() {
                     shared.spawn_connects(&mut st);
                 }
-                First::Wait(shared.enqueue_one(&mut st, false))
+                let deadline = now + shared.acquire_timeout();
+                let (rx, sweep) = shared.enqueue_one(&mut st, false, site, task, deadline);
+                First::Wait(rx, sweep)
             }
         }
     };
@@ -212,7 +339,7 @@ impl Drop for Waiting {
         }
         self.rx.close();
         match self.rx.try_recv() {
-            Ok(Ok(conn)) => self.shared.checkin(conn, None),
+            Ok(Ok((conn, key, _))) => self.shared.checkin(conn, Some(key)),
             Ok(Err(_)) => {}
             Err(_) => self.shared.leave_one(),
         }
@@ -220,7 +347,7 @@ impl Drop for Waiting {
 }
 
 impl Waiting {
-    async fn recv(&mut self) -> Result<Box<Conn>> {
+    async fn recv(&mut self) -> Result<(Box<Conn>, HolderKey, Instant)> {
         let res = (&mut self.rx).await;
         self.done = true;
         match res {
@@ -237,22 +364,19 @@ async fn slow_path(
     site: Site,
     first: First,
     started: Instant,
+    waited: bool,
 ) -> Result<(Box<Conn>, HolderKey, Instant)> {
     let deadline = started + shared.acquire_timeout();
-    let waited = matches!(first, First::Wait(_));
-    let res = tokio::time::timeout_at(deadline, acquire_loop(&shared, task, site, first)).await;
-    let counters = &shared.ctx.counters;
+    let waited = waited || matches!(first, First::Wait(..));
+    let res =
+        tokio::time::timeout_at(deadline, acquire_loop(&shared, task, site, first, deadline)).await;
     if waited {
-        AtomicCounters::bump(&counters.waits);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        counters
-            .wait_nanos
-            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        record_wait(&shared, started, Instant::now());
     }
     match res {
         Ok(res) => res,
         Err(_) => {
-            AtomicCounters::bump(&counters.timeouts);
+            AtomicCounters::bump(&shared.ctx.counters.timeouts);
             Err(acquire_timeout_error(&shared))
         }
     }
@@ -275,6 +399,7 @@ async fn acquire_loop(
     task: TaskKey,
     site: Site,
     mut next: First,
+    deadline: Instant,
 ) -> Result<(Box<Conn>, HolderKey, Instant)> {
     loop {
         let (conn, validate) = match std::mem::replace(&mut next, First::Empty) {
@@ -282,13 +407,27 @@ async fn acquire_loop(
             First::Validate(conn) => (conn, true),
             First::Take(conn) => (conn, false),
             First::Empty => return Err(Error::Closed),
-            First::Wait(rx) => {
+            First::Wait(rx, sweep) => {
+                // This path has a timer of its own; the sweeper serves the others.
+                sweep.start(shared);
                 let mut waiting = Waiting {
                     shared: Arc::clone(shared),
                     rx,
                     done: false,
                 };
-                (waiting.recv().await?, false)
+                // Handed over already recorded as this task's.
+                let (conn, key, since) = waiting.recv().await?;
+                if shared.closed.load(Ordering::Acquire) {
+                    shared.checkin(conn, Some(key));
+                    return Err(Error::Closed);
+                }
+                if !conn.is_broken() {
+                    AtomicCounters::bump(&shared.ctx.counters.acquires);
+                    return Ok((conn, key, since));
+                }
+                shared.discard_held(conn, key, DiscardReason::Broken);
+                next = requeue(shared, task, site, deadline)?;
+                continue;
             }
         };
         let mut candidate = Candidate {
@@ -313,7 +452,7 @@ async fn acquire_loop(
                 };
                 shared.discard(conn, reason);
             }
-            next = requeue(shared)?;
+            next = requeue(shared, task, site, deadline)?;
             continue;
         }
         let now = Instant::now();
@@ -325,7 +464,7 @@ async fn acquire_loop(
         let Some(conn) = candidate.conn.take() else {
             continue;
         };
-        let key = Shared::register(
+        let key = shared.record_holder(
             &mut st,
             HolderEntry {
                 site,
@@ -341,7 +480,7 @@ async fn acquire_loop(
 }
 
 /// After a connection turned out unusable: take another idle one, or wait.
-fn requeue(shared: &Arc<Shared>) -> Result<First> {
+fn requeue(shared: &Arc<Shared>, task: TaskKey, site: Site, deadline: Instant) -> Result<First> {
     let now = Instant::now();
     let mut trash = Vec::new();
     let next = {
@@ -353,11 +492,161 @@ fn requeue(shared: &Arc<Shared>) -> Result<First> {
             Some((conn, since)) if shared.needs_validation(since, now) => First::Validate(conn),
             Some((conn, _)) => First::Take(conn),
             // Back to the head of the queue: this task was already served once.
-            None => First::Wait(shared.enqueue_one(&mut st, true)),
+            None => {
+                let (rx, sweep) = shared.enqueue_one(&mut st, true, site, task, deadline);
+                First::Wait(rx, sweep)
+            }
         }
     };
     drop(trash);
     Ok(next)
+}
+
+/// What a new waiter's deadline needs.
+pub(crate) enum Sweep {
+    /// The running sweeper enforces it.
+    Armed,
+    /// No sweeper runs: start one on this runtime, once the lock is released.
+    Start(tokio::runtime::Handle),
+    /// No tokio runtime here: the waiter needs a timer of its own.
+    Unavailable,
+}
+
+impl Sweep {
+    /// Starts the sweeper if needed (call without the lock). Whether it enforces the
+    /// waiter's deadline.
+    fn start(self, shared: &Arc<Shared>) -> bool {
+        match self {
+            Sweep::Armed => true,
+            Sweep::Start(rt) => {
+                // Created before the spawn and moved into the task, so it runs even if
+                // the runtime drops the task unpolled (it is shutting down).
+                let running = Running(Arc::downgrade(shared));
+                let (pool, notify) = (Arc::downgrade(shared), Arc::clone(&shared.sweep));
+                rt.spawn(async move {
+                    let _running = running;
+                    sweep_deadlines(pool, notify).await;
+                });
+                true
+            }
+            Sweep::Unavailable => false,
+        }
+    }
+}
+
+/// Makes sure a new waiter's deadline will be enforced: wakes the pool's deadline
+/// sweeper if it sleeps with nothing to watch, or says to start one if none runs (none
+/// yet, or the runtime it ran on is gone). Called with the lock held, when a waiter joins
+/// the queue.
+pub(crate) fn arm_sweeper(shared: &Arc<Shared>, st: &mut State, deadline: Instant) -> Sweep {
+    if st.sweeper_running {
+        if st.sweeper_armed.is_none() {
+            st.sweeper_armed = Some(deadline);
+            shared.sweep.notify_one();
+        }
+        return Sweep::Armed;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Sweep::Unavailable;
+    };
+    st.sweeper_running = true;
+    st.sweeper_armed = Some(deadline);
+    Sweep::Start(rt)
+}
+
+/// Marks the sweeper stopped however its task ends — also when its runtime shuts down
+/// and drops it — so the next waiter starts another.
+struct Running(Weak<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            let mut st = shared.lock();
+            st.sweeper_running = false;
+            st.sweeper_armed = None;
+        }
+    }
+}
+
+/// The deadline sweeper: fails waiters whose `acquire_timeout` passed, then sleeps until
+/// the next deadline at the front of the queue, or until a waiter joins an empty queue.
+/// Holds the pool weakly; ends when the pool is dropped or closed.
+async fn sweep_deadlines(pool: Weak<Shared>, notify: Arc<Notify>) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = {
+            let Some(shared) = pool.upgrade() else { return };
+            match expire_waiters(&shared, Instant::now()) {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        match next {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at, notified).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// Fails the waiters whose deadline passed. Returns the next deadline to sleep until
+/// (`None`: no waiter), or `None` if the pool is closed. Expired waiters are normally at
+/// the front; the whole queue is scanned all the same (the sweeper wakes about once per
+/// `acquire_timeout`), so a waiter put back at the front after a broken hand-over cannot
+/// hide the deadlines behind it.
+fn expire_waiters(shared: &Arc<Shared>, now: Instant) -> Option<Option<Instant>> {
+    let mut st = shared.lock();
+    if st.closed {
+        return None;
+    }
+    let mut expired = Vec::new();
+    let mut next: Option<Instant> = None;
+    let mut i = 0;
+    while i < st.waiters.len() {
+        match &st.waiters[i] {
+            Waiter::One(w) if !w.tx.is_closed() && w.deadline <= now => {
+                if let Some(Waiter::One(w)) = st.waiters.remove(i) {
+                    expired.push(w.tx);
+                }
+            }
+            Waiter::One(w) if !w.tx.is_closed() => {
+                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
+                i += 1;
+            }
+            // Leaving (`leave_one` accounts for it), or an `acquire_many`, which keeps a
+            // deadline of its own.
+            _ => i += 1,
+        }
+    }
+    st.sweeper_armed = next;
+    if !expired.is_empty() {
+        let mut status = shared.status_locked(&st);
+        status.waiting = status.waiting.saturating_sub(expired.len());
+        let holders = Shared::holders_locked(&st, now);
+        let timeout = Timeout {
+            kind: TimeoutKind::Acquire,
+            after: shared.acquire_timeout(),
+            status: Some(status),
+            holders,
+            last_connect_error: st.last_connect_error.clone(),
+            statement: None,
+        };
+        for tx in expired {
+            // If the send fails the waiter is leaving and `leave_one` accounts.
+            if tx
+                .send(Err(Error::Timeout(Box::new(timeout.clone()))))
+                .is_ok()
+            {
+                st.waiting -= 1;
+                st.need -= 1;
+                AtomicCounters::bump(&shared.ctx.counters.timeouts);
+            }
+        }
+    }
+    Some(next)
 }
 
 /// Waits for a set of connections; leaves the queue cleanly if abandoned.
@@ -483,7 +772,7 @@ fn register_all(
     conns
         .into_iter()
         .map(|conn| {
-            let key = Shared::register(
+            let key = shared.record_holder(
                 st,
                 HolderEntry {
                     site,

@@ -145,6 +145,8 @@ pub(crate) struct PoolConfig {
     pub(crate) pgbouncer_transaction_mode: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) cleanup_timeout: Duration,
+    /// Holder records (checkout site, task, time) and the nested-checkout check.
+    pub(crate) bookkeeping: bool,
 }
 
 impl fmt::Debug for PoolConfig {
@@ -206,6 +208,7 @@ pub struct Builder {
     discard_prepared_on_return: bool,
     pgbouncer_transaction_mode: bool,
     close_timeout: Duration,
+    bookkeeping: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -238,6 +241,7 @@ impl Builder {
             discard_prepared_on_return: false,
             pgbouncer_transaction_mode: false,
             close_timeout: Duration::from_secs(10),
+            bookkeeping: true,
         }
     }
 
@@ -415,6 +419,15 @@ impl Builder {
         self
     }
 
+    /// Benchmarks only, not API: `false` turns off the holder records (checkout site,
+    /// task, time) and with them the nested-checkout check, leak warnings and the holders
+    /// listed by `holders()` and timeout errors, to measure what that bookkeeping costs.
+    #[doc(hidden)]
+    pub fn __bookkeeping(mut self, on: bool) -> Self {
+        self.bookkeeping = on;
+        self
+    }
+
     /// Validates the settings and builds the pool. Lazy: no connection is opened until
     /// the first acquire (or by the background task, for `min_idle`).
     pub fn build(self) -> Result<Pool> {
@@ -520,6 +533,7 @@ impl Builder {
             pgbouncer_transaction_mode: self.pgbouncer_transaction_mode,
             close_timeout: self.close_timeout,
             cleanup_timeout,
+            bookkeeping: self.bookkeeping,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! One mutex guards the pool's state. An acquire that finds an idle connection and no
 //! one waiting takes it in one critical section with no allocation; otherwise it joins a
 //! FIFO queue. A returned connection goes straight to the oldest waiter (direct hand-off),
-//! so a task that returns and immediately asks again cannot barge ahead of those already
-//! waiting. Connections are opened by background tasks, never by the acquiring task, so an
+//! recorded as held by the waiter's task in the same critical section, so a task that
+//! returns and immediately asks again cannot barge ahead of those already waiting, and the
+//! woken waiter does not take the lock again. The waiters' `acquire_timeout` is enforced
+//! by one deadline sweeper task per pool rather than a timer per waiter (`acquire.rs`). Connections are opened by background tasks, never by the acquiring task, so an
 //! acquire dropped mid-wait never abandons a half-open connection, and no more connections
 //! are opened than there are waiters to serve.
 
@@ -70,13 +72,39 @@ pub(crate) struct Shared {
     shrunk: Notify,
     /// Signalled when a connect succeeds after failures, waking tasks in backoff.
     pub(crate) connect_gate: Notify,
+    /// Wakes the deadline sweeper (see `acquire::arm_sweeper`).
+    pub(crate) sweep: Arc<Notify>,
+    /// Mirrors `State::closed`, for a waiter that received a connection to check without
+    /// taking the lock.
+    pub(crate) closed: AtomicBool,
 }
 
-pub(crate) type Handoff = Result<Box<Conn>>;
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The deadline sweeper holds the pool weakly: let it see that it is gone.
+        self.sweep.notify_one();
+    }
+}
+
+/// A connection handed to a single waiter: already recorded as held by the waiter's
+/// task (holder key, and the time of the hand-over).
+pub(crate) type Handoff = Result<(Box<Conn>, HolderKey, Instant)>;
 pub(crate) type HandoffMany = Result<Vec<Box<Conn>>>;
 
+/// A task waiting for one connection.
+pub(crate) struct OneWaiter {
+    pub(crate) tx: oneshot::Sender<Handoff>,
+    /// Who waits: recorded as the holder when a connection is handed over, so the waiter
+    /// needs no second trip through the lock.
+    pub(crate) site: Site,
+    pub(crate) task: TaskKey,
+    /// When the acquire gives up. One `acquire_timeout` for all and a FIFO queue make
+    /// deadlines grow from front to back, which is what lets one sweeper serve them all.
+    pub(crate) deadline: Instant,
+}
+
 pub(crate) enum Waiter {
-    One(oneshot::Sender<Handoff>),
+    One(OneWaiter),
     Many {
         id: u64,
         need: usize,
@@ -122,6 +150,10 @@ pub(crate) struct State {
     /// A connect task is probing a failing server; the others wait for its outcome.
     pub(crate) probing: bool,
     next_waiter_id: u64,
+    /// The deadline sweeper task is running.
+    pub(crate) sweeper_running: bool,
+    /// The deadline the sweeper sleeps until; `None` while it waits for a new waiter.
+    pub(crate) sweeper_armed: Option<Instant>,
 }
 
 impl Pool {
@@ -153,6 +185,8 @@ impl Pool {
                 maintenance_started: AtomicBool::new(false),
                 shrunk: Notify::new(),
                 connect_gate: Notify::new(),
+                sweep: Arc::new(Notify::new()),
+                closed: AtomicBool::new(false),
             }),
         };
         pool.shared.ensure_maintenance();
@@ -200,6 +234,7 @@ impl Pool {
         let trash = {
             let mut st = shared.lock();
             st.closed = true;
+            shared.closed.store(true, Ordering::Release);
             let gathered = shared.fail_all_waiters(&mut st, || Error::Closed);
             st.size -= gathered.len();
             let idle: Vec<IdleConn> = st.idle.drain(..).collect();
@@ -298,7 +333,10 @@ impl Shared {
     }
 
     pub(crate) fn status(&self) -> Status {
-        let st = self.lock();
+        self.status_locked(&self.lock())
+    }
+
+    pub(crate) fn status_locked(&self, st: &State) -> Status {
         Status {
             size: st.size,
             idle: st.idle.len(),
@@ -313,7 +351,10 @@ impl Shared {
 
     pub(crate) fn holders(&self) -> Vec<Holder> {
         let now = Instant::now();
-        let st = self.lock();
+        Shared::holders_locked(&self.lock(), now)
+    }
+
+    pub(crate) fn holders_locked(st: &State, now: Instant) -> Vec<Holder> {
         let mut out: Vec<Holder> = st
             .holders
             .iter()
@@ -325,9 +366,18 @@ impl Shared {
                 backend_pid: h.backend_pid,
             })
             .collect();
-        drop(st);
         out.sort_by_key(|h| std::cmp::Reverse(h.held_for));
         out
+    }
+
+    /// Records who holds a connection, unless bookkeeping is off (benchmarks only): then
+    /// returns a key that matches no record.
+    pub(crate) fn record_holder(&self, st: &mut State, entry: HolderEntry) -> HolderKey {
+        if self.ctx.config.bookkeeping {
+            Shared::register(st, entry)
+        } else {
+            HolderKey::MAX
+        }
     }
 
     /// Records who holds a connection.
@@ -341,7 +391,7 @@ impl Shared {
         }
     }
 
-    fn unregister(st: &mut State, key: HolderKey) {
+    pub(crate) fn unregister(st: &mut State, key: HolderKey) {
         if let Some(slot) = st.holders.get_mut(key)
             && slot.take().is_some()
         {
@@ -351,6 +401,9 @@ impl Shared {
 
     /// The site of a connection this task already holds, if any.
     pub(crate) fn held_by(st: &State, task: TaskKey) -> Option<Site> {
+        if st.holders.len() == st.free_holders.len() {
+            return None;
+        }
         st.holders
             .iter()
             .flatten()
@@ -432,30 +485,47 @@ impl Shared {
         trash
     }
 
-    /// Gives a connection to the oldest waiter, or makes it idle.
+    /// Gives a connection to the oldest waiter, or makes it idle. A single waiter gets
+    /// it recorded as held by its task.
     pub(crate) fn hand_off(&self, st: &mut State, conn: Box<Conn>, now: Instant) {
-        let mut stack = vec![conn];
-        while let Some(mut conn) = stack.pop() {
+        // Connections given back by a multi-waiter that left; rarely any, and then the
+        // vector allocates.
+        let mut more: Vec<Box<Conn>> = Vec::new();
+        let mut next = Some(conn);
+        while let Some(mut conn) = next.take().or_else(|| more.pop()) {
             loop {
                 match st.waiters.front_mut() {
                     None => {
                         st.idle.push(IdleConn { conn, since: now });
                         break;
                     }
-                    Some(Waiter::One(tx)) if tx.is_closed() => {
+                    Some(Waiter::One(w)) if w.tx.is_closed() => {
                         st.waiters.pop_front();
                     }
                     Some(Waiter::One(_)) => {
-                        let Some(Waiter::One(tx)) = st.waiters.pop_front() else {
+                        let Some(Waiter::One(w)) = st.waiters.pop_front() else {
                             break;
                         };
-                        match tx.send(Ok(conn)) {
+                        let key = self.record_holder(
+                            st,
+                            HolderEntry {
+                                site: w.site,
+                                task: w.task,
+                                since: now,
+                                backend_pid: conn.meta.backend_pid,
+                                warned: false,
+                            },
+                        );
+                        match w.tx.send(Ok((conn, key, now))) {
                             Ok(()) => {
                                 st.waiting -= 1;
                                 st.need -= 1;
                                 break;
                             }
-                            Err(Ok(back)) => conn = back,
+                            Err(Ok((back, key, _))) => {
+                                Shared::unregister(st, key);
+                                conn = back;
+                            }
                             Err(Err(_)) => break,
                         }
                     }
@@ -465,7 +535,7 @@ impl Shared {
                         if let Some(Waiter::Many { need, got, .. }) = st.waiters.pop_front() {
                             st.waiting -= 1;
                             st.need -= need - got.len();
-                            stack.extend(got);
+                            more.extend(got);
                         }
                     }
                     Some(Waiter::Many { need, got, .. }) => {
@@ -477,7 +547,7 @@ impl Shared {
                             st.waiting -= 1;
                             if let Err(Ok(got)) = tx.send(Ok(got)) {
                                 // The waiter left between the check and the send.
-                                stack.extend(got);
+                                more.extend(got);
                             }
                         }
                         break;
@@ -507,6 +577,24 @@ impl Shared {
             Shared::unregister(&mut st, key);
         }
         self.put_back(st, conn, now);
+    }
+
+    /// Closes a connection that was handed over to a waiter (recorded as held) and found
+    /// broken.
+    pub(crate) fn discard_held(
+        self: &Arc<Self>,
+        conn: Box<Conn>,
+        key: HolderKey,
+        reason: DiscardReason,
+    ) {
+        {
+            let mut st = self.lock();
+            Shared::unregister(&mut st, key);
+            st.size -= 1;
+            self.ctx.counters.discard(reason);
+            self.after_shrink(&mut st);
+        }
+        drop(conn);
     }
 
     /// Puts a clean connection back (or closes it if expired or the pool is closed).
@@ -575,22 +663,33 @@ impl Shared {
         true
     }
 
-    /// Joins the waiter queue.
+    /// Joins the waiter queue. Also returns what the waiter's deadline needs (see
+    /// `acquire::arm_sweeper`).
     pub(crate) fn enqueue_one(
         self: &Arc<Self>,
         st: &mut State,
         front: bool,
-    ) -> oneshot::Receiver<Handoff> {
+        site: Site,
+        task: TaskKey,
+        deadline: Instant,
+    ) -> (oneshot::Receiver<Handoff>, crate::acquire::Sweep) {
         let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::One(OneWaiter {
+            tx,
+            site,
+            task,
+            deadline,
+        });
         if front {
-            st.waiters.push_front(Waiter::One(tx));
+            st.waiters.push_front(waiter);
         } else {
-            st.waiters.push_back(Waiter::One(tx));
+            st.waiters.push_back(waiter);
         }
         st.waiting += 1;
         st.need += 1;
         self.spawn_connects(st);
-        rx
+        let sweep = crate::acquire::arm_sweeper(self, st, deadline);
+        (rx, sweep)
     }
 
     pub(crate) fn enqueue_many(
@@ -620,7 +719,7 @@ impl Shared {
         st.need -= 1;
         if st.waiters.len() > 2 * st.waiting + 64 {
             st.waiters
-                .retain(|w| !matches!(w, Waiter::One(tx) if tx.is_closed()));
+                .retain(|w| !matches!(w, Waiter::One(w) if w.tx.is_closed()));
         }
     }
 
@@ -654,9 +753,9 @@ impl Shared {
         let mut gathered = Vec::new();
         for w in std::mem::take(&mut st.waiters) {
             match w {
-                Waiter::One(tx) => {
+                Waiter::One(w) => {
                     // If the send fails the waiter is leaving and `leave_one` accounts.
-                    if tx.send(Err(error())).is_ok() {
+                    if w.tx.send(Err(error())).is_ok() {
                         st.waiting -= 1;
                         st.need -= 1;
                     }

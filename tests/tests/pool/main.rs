@@ -25,3 +25,4 @@ mod seeds;
 mod send;
 mod server;
 mod tx;
+mod waiting;
