@@ -11,20 +11,21 @@
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::NestedCheckout;
 use crate::conn::Conn;
 use crate::db::Db;
 use crate::error::{Error, Result, Timeout, TimeoutKind};
-use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State, Waiter};
+use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State};
 use crate::pooled::{ConnSet, PooledConn};
 use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
+use crate::sweeper::Sweep;
 
 type Slow = Pin<Box<dyn Future<Output = Result<(Box<Conn>, HolderKey, Instant)>> + Send>>;
 
@@ -267,16 +268,8 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
                 if shared.needs_validation(since, now) {
                     Some(First::Validate(conn))
                 } else {
-                    let key = shared.record_holder(
-                        &mut st,
-                        HolderEntry {
-                            site,
-                            task,
-                            since: now,
-                            backend_pid: conn.meta.backend_pid,
-                            warned: false,
-                        },
-                    );
+                    let key =
+                        shared.record_holder(&mut st, HolderEntry::new(site, task, now, &conn));
                     AtomicCounters::bump(&shared.ctx.counters.acquires);
                     Some(First::Ready(conn, key, now))
                 }
@@ -391,6 +384,7 @@ pub(crate) fn acquire_timeout_error(shared: &Shared) -> Error {
         holders: shared.holders(),
         last_connect_error,
         statement: None,
+        unsent: false,
     }))
 }
 
@@ -464,16 +458,7 @@ async fn acquire_loop(
         let Some(conn) = candidate.conn.take() else {
             continue;
         };
-        let key = shared.record_holder(
-            &mut st,
-            HolderEntry {
-                site,
-                task,
-                since: now,
-                backend_pid: conn.meta.backend_pid,
-                warned: false,
-            },
-        );
+        let key = shared.record_holder(&mut st, HolderEntry::new(site, task, now, &conn));
         AtomicCounters::bump(&shared.ctx.counters.acquires);
         return Ok((conn, key, now));
     }
@@ -500,153 +485,6 @@ fn requeue(shared: &Arc<Shared>, task: TaskKey, site: Site, deadline: Instant) -
     };
     drop(trash);
     Ok(next)
-}
-
-/// What a new waiter's deadline needs.
-pub(crate) enum Sweep {
-    /// The running sweeper enforces it.
-    Armed,
-    /// No sweeper runs: start one on this runtime, once the lock is released.
-    Start(tokio::runtime::Handle),
-    /// No tokio runtime here: the waiter needs a timer of its own.
-    Unavailable,
-}
-
-impl Sweep {
-    /// Starts the sweeper if needed (call without the lock). Whether it enforces the
-    /// waiter's deadline.
-    fn start(self, shared: &Arc<Shared>) -> bool {
-        match self {
-            Sweep::Armed => true,
-            Sweep::Start(rt) => {
-                // Created before the spawn and moved into the task, so it runs even if
-                // the runtime drops the task unpolled (it is shutting down).
-                let running = Running(Arc::downgrade(shared));
-                let (pool, notify) = (Arc::downgrade(shared), Arc::clone(&shared.sweep));
-                rt.spawn(async move {
-                    let _running = running;
-                    sweep_deadlines(pool, notify).await;
-                });
-                true
-            }
-            Sweep::Unavailable => false,
-        }
-    }
-}
-
-/// Makes sure a new waiter's deadline will be enforced: wakes the pool's deadline
-/// sweeper if it sleeps with nothing to watch, or says to start one if none runs (none
-/// yet, or the runtime it ran on is gone). Called with the lock held, when a waiter joins
-/// the queue.
-pub(crate) fn arm_sweeper(shared: &Arc<Shared>, st: &mut State, deadline: Instant) -> Sweep {
-    if st.sweeper_running {
-        if st.sweeper_armed.is_none() {
-            st.sweeper_armed = Some(deadline);
-            shared.sweep.notify_one();
-        }
-        return Sweep::Armed;
-    }
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return Sweep::Unavailable;
-    };
-    st.sweeper_running = true;
-    st.sweeper_armed = Some(deadline);
-    Sweep::Start(rt)
-}
-
-/// Marks the sweeper stopped however its task ends — also when its runtime shuts down
-/// and drops it — so the next waiter starts another.
-struct Running(Weak<Shared>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
-            let mut st = shared.lock();
-            st.sweeper_running = false;
-            st.sweeper_armed = None;
-        }
-    }
-}
-
-/// The deadline sweeper: fails waiters whose `acquire_timeout` passed, then sleeps until
-/// the next deadline at the front of the queue, or until a waiter joins an empty queue.
-/// Holds the pool weakly; ends when the pool is dropped or closed.
-async fn sweep_deadlines(pool: Weak<Shared>, notify: Arc<Notify>) {
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let next = {
-            let Some(shared) = pool.upgrade() else { return };
-            match expire_waiters(&shared, Instant::now()) {
-                Some(next) => next,
-                None => return,
-            }
-        };
-        match next {
-            Some(at) => {
-                let _ = tokio::time::timeout_at(at, notified).await;
-            }
-            None => notified.await,
-        }
-    }
-}
-
-/// Fails the waiters whose deadline passed. Returns the next deadline to sleep until
-/// (`None`: no waiter), or `None` if the pool is closed. Expired waiters are normally at
-/// the front; the whole queue is scanned all the same (the sweeper wakes about once per
-/// `acquire_timeout`), so a waiter put back at the front after a broken hand-over cannot
-/// hide the deadlines behind it.
-fn expire_waiters(shared: &Arc<Shared>, now: Instant) -> Option<Option<Instant>> {
-    let mut st = shared.lock();
-    if st.closed {
-        return None;
-    }
-    let mut expired = Vec::new();
-    let mut next: Option<Instant> = None;
-    let mut i = 0;
-    while i < st.waiters.len() {
-        match &st.waiters[i] {
-            Waiter::One(w) if !w.tx.is_closed() && w.deadline <= now => {
-                if let Some(Waiter::One(w)) = st.waiters.remove(i) {
-                    expired.push(w.tx);
-                }
-            }
-            Waiter::One(w) if !w.tx.is_closed() => {
-                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
-                i += 1;
-            }
-            // Leaving (`leave_one` accounts for it), or an `acquire_many`, which keeps a
-            // deadline of its own.
-            _ => i += 1,
-        }
-    }
-    st.sweeper_armed = next;
-    if !expired.is_empty() {
-        let mut status = shared.status_locked(&st);
-        status.waiting = status.waiting.saturating_sub(expired.len());
-        let holders = Shared::holders_locked(&st, now);
-        let timeout = Timeout {
-            kind: TimeoutKind::Acquire,
-            after: shared.acquire_timeout(),
-            status: Some(status),
-            holders,
-            last_connect_error: st.last_connect_error.clone(),
-            statement: None,
-        };
-        for tx in expired {
-            // If the send fails the waiter is leaving and `leave_one` accounts.
-            if tx
-                .send(Err(Error::Timeout(Box::new(timeout.clone()))))
-                .is_ok()
-            {
-                st.waiting -= 1;
-                st.need -= 1;
-                AtomicCounters::bump(&shared.ctx.counters.timeouts);
-            }
-        }
-    }
-    Some(next)
 }
 
 /// Waits for a set of connections; leaves the queue cleanly if abandoned.
@@ -772,16 +610,7 @@ fn register_all(
     conns
         .into_iter()
         .map(|conn| {
-            let key = shared.record_holder(
-                st,
-                HolderEntry {
-                    site,
-                    task,
-                    since: now,
-                    backend_pid: conn.meta.backend_pid,
-                    warned: false,
-                },
-            );
+            let key = shared.record_holder(st, HolderEntry::new(site, task, now, &conn));
             AtomicCounters::bump(&shared.ctx.counters.acquires);
             (conn, key)
         })

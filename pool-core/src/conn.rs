@@ -330,7 +330,7 @@ impl OpGuard<'_> {
             None => fut.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, fut).await {
                 Ok(res) => res,
-                Err(_) => return Err(statement_timeout(self.ctx, sql)),
+                Err(_) => return Err(statement_timeout(self.ctx, sql, false)),
             },
         };
         self.armed = false;
@@ -338,8 +338,9 @@ impl OpGuard<'_> {
     }
 }
 
-/// The error of a statement whose deadline passed (counted).
-fn statement_timeout(ctx: &Ctx, sql: &str) -> Error {
+/// The error of a statement whose deadline passed (counted); `unsent` if it passed while
+/// the connection was still recovering, before the statement was sent.
+fn statement_timeout(ctx: &Ctx, sql: &str, unsent: bool) -> Error {
     crate::status::AtomicCounters::bump(&ctx.counters.statement_timeouts);
     let after = ctx.config.statement_timeout.unwrap_or_default();
     Error::Timeout(Box::new(Timeout {
@@ -349,6 +350,7 @@ fn statement_timeout(ctx: &Ctx, sql: &str) -> Error {
         holders: Vec::new(),
         last_connect_error: None,
         statement: (!sql.is_empty()).then(|| error::preview(sql)),
+        unsent,
     }))
 }
 
@@ -594,7 +596,7 @@ impl Conn {
             let ok = match tokio::time::timeout_at(until, &mut *pending).await {
                 Ok(done) => matches!(done, Ok(true)),
                 Err(_) if deadline.is_some_and(|d| d < own) => {
-                    return Err(statement_timeout(&self.ctx, sql));
+                    return Err(statement_timeout(&self.ctx, sql, true));
                 }
                 Err(_) => false,
             };

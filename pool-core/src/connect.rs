@@ -92,6 +92,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                     holders: Vec::new(),
                     last_connect_error: None,
                     statement: None,
+                    unsent: false,
                 }));
                 return Err(ConnectFailure {
                     error,

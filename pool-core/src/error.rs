@@ -284,6 +284,9 @@ pub struct Timeout {
     pub(crate) holders: Vec<Holder>,
     pub(crate) last_connect_error: Option<Arc<Error>>,
     pub(crate) statement: Option<String>,
+    /// A statement timeout that passed before the statement was sent: the connection was
+    /// still recovering from an earlier interrupted statement.
+    pub(crate) unsent: bool,
 }
 
 impl Timeout {
@@ -375,9 +378,17 @@ impl fmt::Display for Timeout {
                 if let Some(sql) = &self.statement {
                     write!(f, " (`{sql}`)")?;
                 }
-                f.write_str(
-                    " and was cancelled on the server; make it faster, or raise statement_timeout for this pool",
-                )
+                if self.unsent {
+                    f.write_str(
+                        " before it was sent: the connection was still recovering from an earlier interrupted \
+                         statement (cancelling it and draining the connection), so the server is slow or \
+                         unreachable; retry on a fresh connection, or raise statement_timeout for this pool",
+                    )
+                } else {
+                    f.write_str(
+                        " and was cancelled on the server; make it faster, or raise statement_timeout for this pool",
+                    )
+                }
             }
         }
     }

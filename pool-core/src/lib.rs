@@ -18,6 +18,7 @@ mod reset;
 mod source;
 mod status;
 mod stmt;
+mod sweeper;
 mod tx;
 
 pub use acquire::Acquire;

@@ -6,7 +6,7 @@
 //! recorded as held by the waiter's task in the same critical section, so a task that
 //! returns and immediately asks again cannot barge ahead of those already waiting, and the
 //! woken waiter does not take the lock again. The waiters' `acquire_timeout` is enforced
-//! by one deadline sweeper task per pool rather than a timer per waiter (`acquire.rs`). Connections are opened by background tasks, never by the acquiring task, so an
+//! by one deadline sweeper task per pool rather than a timer per waiter (`sweeper.rs`). Connections are opened by background tasks, never by the acquiring task, so an
 //! acquire dropped mid-wait never abandons a half-open connection, and no more connections
 //! are opened than there are waiters to serve.
 
@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     shrunk: Notify,
     /// Signalled when a connect succeeds after failures, waking tasks in backoff.
     pub(crate) connect_gate: Notify,
-    /// Wakes the deadline sweeper (see `acquire::arm_sweeper`).
+    /// Wakes the deadline sweeper (see `sweeper::arm_sweeper`).
     pub(crate) sweep: Arc<Notify>,
     /// Mirrors `State::closed`, for a waiter that received a connection to check without
     /// taking the lock.
@@ -124,6 +124,19 @@ pub(crate) struct HolderEntry {
     pub(crate) since: Instant,
     pub(crate) backend_pid: i32,
     pub(crate) warned: bool,
+}
+
+impl HolderEntry {
+    /// The record of `task` holding `conn` since `since`, checked out at `site`.
+    pub(crate) fn new(site: Site, task: TaskKey, since: Instant, conn: &Conn) -> HolderEntry {
+        HolderEntry {
+            site,
+            task,
+            since,
+            backend_pid: conn.meta.backend_pid,
+            warned: false,
+        }
+    }
 }
 
 /// Index of a holder record; stays valid until the connection is returned.
@@ -506,16 +519,8 @@ impl Shared {
                         let Some(Waiter::One(w)) = st.waiters.pop_front() else {
                             break;
                         };
-                        let key = self.record_holder(
-                            st,
-                            HolderEntry {
-                                site: w.site,
-                                task: w.task,
-                                since: now,
-                                backend_pid: conn.meta.backend_pid,
-                                warned: false,
-                            },
-                        );
+                        let key =
+                            self.record_holder(st, HolderEntry::new(w.site, w.task, now, &conn));
                         match w.tx.send(Ok((conn, key, now))) {
                             Ok(()) => {
                                 st.waiting -= 1;
@@ -672,7 +677,7 @@ impl Shared {
         site: Site,
         task: TaskKey,
         deadline: Instant,
-    ) -> (oneshot::Receiver<Handoff>, crate::acquire::Sweep) {
+    ) -> (oneshot::Receiver<Handoff>, crate::sweeper::Sweep) {
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter::One(OneWaiter {
             tx,
@@ -688,7 +693,7 @@ impl Shared {
         st.waiting += 1;
         st.need += 1;
         self.spawn_connects(st);
-        let sweep = crate::acquire::arm_sweeper(self, st, deadline);
+        let sweep = crate::sweeper::arm_sweeper(self, st, deadline);
         (rx, sweep)
     }
 
