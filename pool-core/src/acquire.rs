@@ -561,7 +561,7 @@ pub(crate) async fn acquire_many(db: &Db, n: usize, site: Site) -> Result<ConnSe
                 max_waiting: max,
             });
         }
-        let (id, rx) = shared.enqueue_many(&mut st, n);
+        let (id, rx) = shared.enqueue_many(&mut st, n, false);
         for conn in got {
             shared.hand_off(&mut st, conn, started);
         }
@@ -575,22 +575,56 @@ pub(crate) async fn acquire_many(db: &Db, n: usize, site: Site) -> Result<ConnSe
     drop(trash);
     let mut waiting = waiting;
     let deadline = started + shared.acquire_timeout();
-    let res = tokio::time::timeout_at(deadline, &mut waiting.rx).await;
     AtomicCounters::bump(&shared.ctx.counters.waits);
-    let conns = match res {
-        Ok(Ok(handoff)) => {
-            waiting.done = true;
-            handoff?
+    let conns = loop {
+        let res = tokio::time::timeout_at(deadline, &mut waiting.rx).await;
+        let conns = match res {
+            Ok(Ok(handoff)) => {
+                waiting.done = true;
+                handoff?
+            }
+            Ok(Err(_)) => {
+                waiting.done = true;
+                return Err(Error::Closed);
+            }
+            Err(_) => {
+                drop(waiting);
+                AtomicCounters::bump(&shared.ctx.counters.timeouts);
+                return Err(acquire_timeout_error(shared));
+            }
+        };
+        if conns.iter().all(|c| !c.is_broken()) {
+            break conns;
         }
-        Ok(Err(_)) => {
-            waiting.done = true;
+        // Some died while the set was gathered. Never hold the rest while waiting for
+        // replacements: close the dead ones, then, under one lock, go back to the head
+        // of the queue and give the living ones back — straight into this task's own
+        // entry — and wait for the set again.
+        let (alive, dead): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| !c.is_broken());
+        for conn in dead {
+            shared.discard(conn, DiscardReason::Broken);
+        }
+        let now = Instant::now();
+        let mut st = shared.lock();
+        if st.closed {
+            st.size -= alive.len();
+            for _ in &alive {
+                shared.ctx.counters.discard(DiscardReason::Closed);
+            }
+            shared.after_shrink(&mut st);
             return Err(Error::Closed);
         }
-        Err(_) => {
-            drop(waiting);
-            AtomicCounters::bump(&shared.ctx.counters.timeouts);
-            return Err(acquire_timeout_error(shared));
+        let (id, rx) = shared.enqueue_many(&mut st, n, true);
+        for conn in alive {
+            shared.hand_off(&mut st, conn, now);
         }
+        drop(st);
+        waiting = WaitingMany {
+            shared: Arc::clone(shared),
+            id,
+            rx,
+            done: false,
+        };
     };
     let now = Instant::now();
     let mut st = shared.lock();

@@ -83,6 +83,9 @@ pub(crate) struct ConnState {
     /// that reads the connection's messages, taken by the first error that reports the
     /// connection lost, so that error names the real cause.
     pub(crate) closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>>,
+    /// When the task reading the connection's messages saw it end (set once, however it
+    /// ended). Read by `is_broken`, so the pool knows as soon as that task does.
+    pub(crate) closed_at: Arc<std::sync::OnceLock<Instant>>,
 }
 
 /// Where a statement is being run, for the run-time placement rules.
@@ -434,7 +437,20 @@ impl Conn {
 
     /// Whether the connection is known to be unusable; the pool will discard it.
     pub fn is_broken(&self) -> bool {
-        self.state.broken || self.client.is_closed()
+        self.state.broken || self.closed()
+    }
+
+    /// When the connection was seen closed by the task reading its messages. Not API:
+    /// lets the fault tests tell a connection handed out already dead (a pool bug) from
+    /// one that died after it was handed out (which no pool can prevent).
+    #[doc(hidden)]
+    pub fn __closed_at(&self) -> Option<Instant> {
+        self.state.closed_at.get().copied()
+    }
+
+    /// The server or the network closed the connection.
+    fn closed(&self) -> bool {
+        self.client.is_closed() || self.state.closed_at.get().is_some()
     }
 
     /// Runs a statement and returns its rows.
@@ -606,9 +622,9 @@ impl Conn {
                 recovery_failed = true;
             }
         }
-        if self.state.broken || self.client.is_closed() {
+        if self.state.broken || self.closed() {
             self.state.broken = true;
-            let what = if self.client.is_closed() {
+            let what = if self.closed() {
                 "the server or the network closed it"
             } else if recovery_failed {
                 "an interrupted statement could not be cancelled and drained in time"
@@ -1012,7 +1028,7 @@ impl Conn {
             && s.tx_depth == 0
             && s.touches.is_empty()
             && (!self.ctx.config.discard_prepared_on_return || self.cache.is_empty())
-            && !self.client.is_closed()
+            && !self.closed()
     }
 
     /// Pings the server (a protocol-level `Sync`), bounded by `limit`.

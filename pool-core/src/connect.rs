@@ -41,6 +41,8 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         let (tx, rx) = mpsc::unbounded_channel();
         let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
         let slot = Arc::clone(&closed_by);
+        let closed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let ended = Arc::clone(&closed_at);
         tokio::spawn(async move {
             while let Some(message) = messages.next().await {
                 match message {
@@ -59,6 +61,8 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                     }
                 }
             }
+            // However it ended: an error, or the stream closed.
+            let _ = ended.set(Instant::now());
         });
         let rows = client.simple_query("SELECT pg_backend_pid()").await?;
         let pid = rows
@@ -70,9 +74,9 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                 _ => None,
             })
             .unwrap_or(0);
-        Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by))
+        Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by, closed_at))
     };
-    let (client, rx, backend_pid, closed_by) =
+    let (client, rx, backend_pid, closed_by, closed_at) =
         match tokio::time::timeout(cfg.connect_timeout, handshake).await {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
@@ -110,6 +114,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
     };
     let mut conn = Box::new(Conn::new(Arc::new(client), Arc::clone(ctx), meta, rx));
     conn.state.closed_by = closed_by;
+    conn.state.closed_at = closed_at;
     if let Some(hook) = cfg.after_connect.clone() {
         if let Err(error) = hook(&mut conn).await {
             return Err(ConnectFailure {

@@ -697,20 +697,28 @@ impl Shared {
         (rx, sweep)
     }
 
+    /// Joins the queue for `need` connections at once (at its head when `front`: the
+    /// task was served already and gave the set back).
     pub(crate) fn enqueue_many(
         self: &Arc<Self>,
         st: &mut State,
         need: usize,
+        front: bool,
     ) -> (u64, oneshot::Receiver<HandoffMany>) {
         let (tx, rx) = oneshot::channel();
         st.next_waiter_id += 1;
         let id = st.next_waiter_id;
-        st.waiters.push_back(Waiter::Many {
+        let waiter = Waiter::Many {
             id,
             need,
             got: Vec::with_capacity(need),
             tx,
-        });
+        };
+        if front {
+            st.waiters.push_front(waiter);
+        } else {
+            st.waiters.push_back(waiter);
+        }
         st.waiting += 1;
         st.need += need;
         self.spawn_connects(st);

@@ -162,3 +162,65 @@ async fn status_displays_as_a_table() {
     assert_eq!(pool.holders().len(), 1);
     assert!(pool.holders()[0].to_string().contains("lifecycle.rs"));
 }
+
+/// A connection that dies while it waits in a partly gathered `acquire_many` set is
+/// replaced before the set is handed out, and the task never holds part of a set while
+/// waiting for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_many_never_hands_out_a_connection_that_died_while_gathered() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.admin().await;
+    let pool = builder.max_size(2).build().unwrap();
+    let (release1, released1) = tokio::sync::oneshot::channel::<()>();
+    let (release2, released2) = tokio::sync::oneshot::channel::<()>();
+    let (pid_tx, mut pids) = tokio::sync::mpsc::unbounded_channel();
+    for (holder, released) in [(1, released1), (2, released2)] {
+        let pool = pool.clone();
+        let pid_tx = pid_tx.clone();
+        tokio::spawn(async move {
+            let mut db = pool.db();
+            let conn = db.acquire().await.unwrap();
+            pid_tx.send((holder, conn.backend_pid())).unwrap();
+            let _ = released.await;
+        });
+    }
+    let (a, b) = (pids.recv().await.unwrap(), pids.recv().await.unwrap());
+    // The connection of holder 1, which is released first.
+    let first = if a.0 == 1 { a.1 } else { b.1 };
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut db = waiter_pool.db();
+        let mut set = db.acquire_many(2).await?;
+        let mut seen = Vec::new();
+        for conn in set.iter_mut() {
+            seen.push(
+                conn.query_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .get::<_, i32>(0),
+            );
+        }
+        Ok::<_, Error>(seen)
+    });
+    while pool.status().waiting < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Holder 1's connection goes into the waiter's partial set; it dies there; then
+    // holder 2's completes the set.
+    release1.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release2.send(()).unwrap();
+    let seen = waiter
+        .await
+        .unwrap()
+        .expect("the set must be handed out usable");
+    assert_eq!(seen.len(), 2);
+    assert!(!seen.contains(&first), "the dead connection was handed out");
+    assert!(pool.status().counters.discarded_broken >= 1);
+}
