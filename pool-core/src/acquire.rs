@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::config::NestedCheckout;
 use crate::conn::Conn;
 use crate::db::Db;
-use crate::error::{Error, Result, Timeout, TimeoutKind};
+use crate::error::{Error, Result};
 use crate::pool::{Handoff, HandoffMany, HolderEntry, HolderKey, Shared, State};
 use crate::pooled::{ConnSet, PooledConn};
 use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
@@ -160,19 +160,19 @@ impl<'db> Future for Acquire<'db> {
                         // The sender is only dropped with the pool's state.
                         Err(_) => return Poll::Ready(Err(Error::Closed)),
                     };
-                    if shared.closed.load(Ordering::Acquire) {
-                        record_wait(shared, started, since);
-                        shared.checkin(conn, Some(key));
-                        return Poll::Ready(Err(Error::Closed));
+                    match take_handed(shared, conn, key) {
+                        Err(e) => {
+                            record_wait(shared, started, since);
+                            return Poll::Ready(Err(e));
+                        }
+                        Ok(Some((conn, key))) => {
+                            record_wait(shared, started, since);
+                            return Poll::Ready(Ok(PooledConn::new(
+                                this.db, conn, key, this.site, since,
+                            )));
+                        }
+                        Ok(None) => {}
                     }
-                    if !conn.is_broken() {
-                        record_wait(shared, started, since);
-                        AtomicCounters::bump(&shared.ctx.counters.acquires);
-                        return Poll::Ready(Ok(PooledConn::new(
-                            this.db, conn, key, this.site, since,
-                        )));
-                    }
-                    shared.discard_held(conn, key, DiscardReason::Broken);
                     let deadline = started + shared.acquire_timeout();
                     match requeue(shared, task, this.site, deadline) {
                         Err(e) => {
@@ -207,13 +207,7 @@ impl<'db> Future for Acquire<'db> {
 impl Drop for Acquire<'_> {
     fn drop(&mut self) {
         if let Phase::Wait { rx, .. } = &mut self.phase {
-            let shared = &self.db.pool.shared;
-            rx.close();
-            match rx.try_recv() {
-                Ok(Ok((conn, key, _))) => shared.checkin(conn, Some(key)),
-                Ok(Err(_)) => {}
-                Err(_) => shared.leave_one(),
-            }
+            leave_queue(&self.db.pool.shared, rx);
         }
     }
 }
@@ -327,16 +321,41 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        self.rx.close();
-        match self.rx.try_recv() {
-            Ok(Ok((conn, key, _))) => self.shared.checkin(conn, Some(key)),
-            Ok(Err(_)) => {}
-            Err(_) => self.shared.leave_one(),
+        if !self.done {
+            leave_queue(&self.shared, &mut self.rx);
         }
     }
+}
+
+/// A single waiter gives up: a connection handed over at that moment goes back to the
+/// pool; otherwise the queue is told one waiter fewer.
+fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
+    rx.close();
+    match rx.try_recv() {
+        Ok(Ok((conn, key, _))) => shared.checkin(conn, Some(key)),
+        Ok(Err(_)) => {}
+        Err(_) => shared.leave_one(),
+    }
+}
+
+/// Takes a connection handed over from the queue (already recorded as this task's):
+/// `Some` if it can be used, `None` if it was found broken and discarded (wait again),
+/// `Closed` if the pool closed meanwhile (the connection goes back).
+fn take_handed(
+    shared: &Arc<Shared>,
+    conn: Box<Conn>,
+    key: HolderKey,
+) -> Result<Option<(Box<Conn>, HolderKey)>> {
+    if shared.closed.load(Ordering::Acquire) {
+        shared.checkin(conn, Some(key));
+        return Err(Error::Closed);
+    }
+    if conn.is_broken() {
+        shared.discard_held(conn, key, DiscardReason::Broken);
+        return Ok(None);
+    }
+    AtomicCounters::bump(&shared.ctx.counters.acquires);
+    Ok(Some((conn, key)))
 }
 
 impl Waiting {
@@ -376,16 +395,8 @@ async fn slow_path(
 }
 
 pub(crate) fn acquire_timeout_error(shared: &Shared) -> Error {
-    let last_connect_error = shared.lock().last_connect_error.clone();
-    Error::Timeout(Box::new(Timeout {
-        kind: TimeoutKind::Acquire,
-        after: shared.acquire_timeout(),
-        status: Some(shared.status()),
-        holders: shared.holders(),
-        last_connect_error,
-        statement: None,
-        unsent: false,
-    }))
+    let timeout = shared.acquire_timeout_locked(&shared.lock(), Instant::now());
+    Error::Timeout(Box::new(timeout))
 }
 
 async fn acquire_loop(
@@ -411,15 +422,9 @@ async fn acquire_loop(
                 };
                 // Handed over already recorded as this task's.
                 let (conn, key, since) = waiting.recv().await?;
-                if shared.closed.load(Ordering::Acquire) {
-                    shared.checkin(conn, Some(key));
-                    return Err(Error::Closed);
-                }
-                if !conn.is_broken() {
-                    AtomicCounters::bump(&shared.ctx.counters.acquires);
+                if let Some((conn, key)) = take_handed(shared, conn, key)? {
                     return Ok((conn, key, since));
                 }
-                shared.discard_held(conn, key, DiscardReason::Broken);
                 next = requeue(shared, task, site, deadline)?;
                 continue;
             }

@@ -88,6 +88,14 @@ pub(crate) struct ConnState {
     pub(crate) closed_at: Arc<std::sync::OnceLock<Instant>>,
 }
 
+/// How a statement with parameters is sent (see `Conn::call_for`).
+enum Call<'p> {
+    /// A named statement, prepared once per connection and cached.
+    Named(Statement),
+    /// Unnamed, with the parameters paired with their server-inferred types.
+    Unnamed(Vec<(&'p (dyn ToSql + Sync), Type)>),
+}
+
 /// Where a statement is being run, for the run-time placement rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -537,15 +545,11 @@ impl Conn {
     ///
     /// Cancellation: as [`Conn::query`].
     pub async fn set(&mut self, name: &str, value: &str) -> Result<()> {
-        let parts = SqlParts {
-            text: "SELECT set_config($1, $2, false)",
-            class: Ok(Classification {
-                kind: Kind::Session,
-                touches: Touches::GUC,
-                statements: 1,
-            }),
-            prepared: None,
-        };
+        let parts = SqlParts::known(
+            "SELECT set_config($1, $2, false)",
+            Kind::Session,
+            Touches::GUC,
+        );
         self.rows(parts, &[&name, &value], Place::Conn)
             .await
             .map(drop)
@@ -557,15 +561,7 @@ impl Conn {
     /// Cancellation: as [`Conn::query`].
     pub async fn listen(&mut self, channel: &str) -> Result<()> {
         let sql = format!("LISTEN {}", quote_ident(channel));
-        let parts = SqlParts {
-            text: &sql,
-            class: Ok(Classification {
-                kind: Kind::Session,
-                touches: Touches::LISTEN,
-                statements: 1,
-            }),
-            prepared: None,
-        };
+        let parts = SqlParts::known(&sql, Kind::Session, Touches::LISTEN);
         self.batch(parts, Place::Conn).await
     }
 
@@ -681,12 +677,22 @@ impl Conn {
     /// over the bookkeeping, and records the session state the statement touches.
     fn op(&mut self, touches: Touches) -> (&Client, OpGuard<'_>) {
         self.state.touches |= touches;
+        self.guarded(Recovery::CancelAndDrain, None)
+    }
+
+    /// The client and a guard that, if the operation is abandoned, leaves the
+    /// transaction depth at `depth_if_dropped` (when given) and starts `recovery`.
+    fn guarded(
+        &mut self,
+        recovery: Recovery,
+        depth_if_dropped: Option<u32>,
+    ) -> (&Client, OpGuard<'_>) {
         let guard = OpGuard {
             client: &self.client,
             ctx: &self.ctx,
             state: &mut self.state,
-            recovery: Recovery::CancelAndDrain,
-            depth_if_dropped: None,
+            recovery,
+            depth_if_dropped,
             armed: true,
         };
         (&self.client, guard)
@@ -712,10 +718,22 @@ impl Conn {
         Ok(st)
     }
 
-    /// Whether a statement runs unnamed (parse, bind and execute in one round trip)
-    /// instead of as a cached named statement.
-    fn unnamed(&self, parts: &SqlParts<'_>) -> bool {
-        self.ctx.config.pgbouncer_transaction_mode && parts.prepared.is_none()
+    /// How a statement with parameters goes to the server: unnamed (parse, bind and
+    /// execute in one round trip) behind a transaction-mode pooler, else as a cached
+    /// named statement.
+    async fn call_for<'p>(
+        &mut self,
+        parts: &SqlParts<'_>,
+        params: &[&'p (dyn ToSql + Sync)],
+        deadline: Option<Instant>,
+    ) -> Result<Call<'p>> {
+        if self.ctx.config.pgbouncer_transaction_mode && parts.prepared.is_none() {
+            let typed = self.typed_params(parts, params, deadline).await?;
+            Ok(Call::Unnamed(typed))
+        } else {
+            let st = self.statement_for(parts, deadline).await?;
+            Ok(Call::Named(st))
+        }
     }
 
     /// The parameters paired with the types the server infers for them.
@@ -748,20 +766,13 @@ impl Conn {
             return Ok(types.clone());
         }
         let wrap = self.state.tx_depth == 0;
-        let guard = OpGuard {
-            client: &self.client,
-            ctx: &self.ctx,
-            state: &mut self.state,
-            // Abandoned midway, the wrapping transaction must not survive.
-            recovery: if wrap {
-                Recovery::DrainThen(Cow::Borrowed("ROLLBACK"))
-            } else {
-                Recovery::CancelAndDrain
-            },
-            depth_if_dropped: None,
-            armed: true,
+        // Abandoned midway, the wrapping transaction must not survive.
+        let recovery = if wrap {
+            Recovery::DrainThen(Cow::Borrowed("ROLLBACK"))
+        } else {
+            Recovery::CancelAndDrain
         };
-        let client = &self.client;
+        let (client, guard) = self.guarded(recovery, None);
         let describe = async {
             if wrap {
                 client.batch_execute("BEGIN").await?;
@@ -792,6 +803,14 @@ impl Conn {
         }
     }
 
+    /// Applies what a statement's outcome means for the connection's caches.
+    fn settle<T>(&mut self, parts: &SqlParts<'_>, class: &Classification, res: &Result<T>) {
+        match res {
+            Ok(_) => self.after_success(class),
+            Err(e) => self.after_error(parts, e),
+        }
+    }
+
     fn after_error(&mut self, parts: &SqlParts<'_>, e: &Error) {
         // A cached plan invalidated by a schema change: forget it so the next use
         // prepares afresh.
@@ -812,23 +831,21 @@ impl Conn {
     ) -> Result<Vec<Row>> {
         let deadline = self.deadline();
         let class = self.admit(&parts, place, deadline).await?;
-        let res = if self.unnamed(&parts) {
-            let typed = self.typed_params(&parts, params, deadline).await?;
-            let (client, guard) = self.op(class.touches);
-            guard
-                .run(deadline, parts.text, client.query_typed(parts.text, &typed))
-                .await
-        } else {
-            let st = self.statement_for(&parts, deadline).await?;
-            let (client, guard) = self.op(class.touches);
-            guard
-                .run(deadline, parts.text, client.query(&st, params))
-                .await
+        let call = self.call_for(&parts, params, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = match &call {
+            Call::Named(st) => {
+                guard
+                    .run(deadline, parts.text, client.query(st, params))
+                    .await
+            }
+            Call::Unnamed(typed) => {
+                guard
+                    .run(deadline, parts.text, client.query_typed(parts.text, typed))
+                    .await
+            }
         };
-        match &res {
-            Ok(_) => self.after_success(&class),
-            Err(e) => self.after_error(&parts, e),
-        }
+        self.settle(&parts, &class, &res);
         res
     }
 
@@ -840,27 +857,25 @@ impl Conn {
     ) -> Result<u64> {
         let deadline = self.deadline();
         let class = self.admit(&parts, place, deadline).await?;
-        let res = if self.unnamed(&parts) {
-            let typed = self.typed_params(&parts, params, deadline).await?;
-            let (client, guard) = self.op(class.touches);
-            guard
-                .run(
-                    deadline,
-                    parts.text,
-                    client.execute_typed(parts.text, &typed),
-                )
-                .await
-        } else {
-            let st = self.statement_for(&parts, deadline).await?;
-            let (client, guard) = self.op(class.touches);
-            guard
-                .run(deadline, parts.text, client.execute(&st, params))
-                .await
+        let call = self.call_for(&parts, params, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = match &call {
+            Call::Named(st) => {
+                guard
+                    .run(deadline, parts.text, client.execute(st, params))
+                    .await
+            }
+            Call::Unnamed(typed) => {
+                guard
+                    .run(
+                        deadline,
+                        parts.text,
+                        client.execute_typed(parts.text, typed),
+                    )
+                    .await
+            }
         };
-        match &res {
-            Ok(_) => self.after_success(&class),
-            Err(e) => self.after_error(&parts, e),
-        }
+        self.settle(&parts, &class, &res);
         res
     }
 
@@ -907,17 +922,8 @@ impl Conn {
         let sql = step.sql();
         self.ensure_ready(deadline, &sql).await?;
         let (recovery, depth_if_dropped) = step.if_dropped();
-        let guard = OpGuard {
-            client: &self.client,
-            ctx: &self.ctx,
-            state: &mut self.state,
-            recovery,
-            depth_if_dropped: Some(depth_if_dropped),
-            armed: true,
-        };
-        let res = guard
-            .run(deadline, &sql, self.client.batch_execute(&sql))
-            .await;
+        let (client, guard) = self.guarded(recovery, Some(depth_if_dropped));
+        let res = guard.run(deadline, &sql, client.batch_execute(&sql)).await;
         let st = &mut self.state;
         match (&step, &res) {
             (_, Err(_)) if st.broken => {}

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::conn::{Conn, ConnMeta};
 use crate::error::{Error, Timeout, TimeoutKind};
-use crate::pool::{Ctx, Shared};
+use crate::pool::{Ctx, Shared, State};
 use crate::status::AtomicCounters;
 
 /// The first retry after a failed connect waits this long; each further failure doubles
@@ -150,16 +150,14 @@ pub(crate) async fn connect_task(shared: Arc<Shared>) {
             let now = Instant::now();
             let mut st = shared.lock();
             if st.closed {
-                drop(st);
-                give_up(&shared);
+                give_up(&shared, &mut st);
                 return;
             }
             if st.connect_failures_in_row == 0 {
                 None
             } else if st.need < st.connecting {
                 // Nobody needs this connection any more; stop trying.
-                drop(st);
-                give_up(&shared);
+                give_up(&shared, &mut st);
                 return;
             } else if st.probing || st.next_connect_at.is_some_and(|at| at > now) {
                 Some(
@@ -224,9 +222,7 @@ pub(crate) async fn connect_task(shared: Arc<Shared>) {
                 st.last_connect_error = Some(Arc::new(failure.error));
                 let still_needed = !st.closed && !failure.permanent && st.need >= st.connecting;
                 if !still_needed {
-                    st.connecting -= 1;
-                    st.size -= 1;
-                    shared.after_shrink(&mut st);
+                    give_up(&shared, &mut st);
                     return;
                 }
             }
@@ -234,11 +230,11 @@ pub(crate) async fn connect_task(shared: Arc<Shared>) {
     }
 }
 
-fn give_up(shared: &Arc<Shared>) {
-    let mut st = shared.lock();
+/// Gives back the slot a connect task reserved.
+fn give_up(shared: &Arc<Shared>, st: &mut State) {
     st.connecting -= 1;
     st.size -= 1;
-    shared.after_shrink(&mut st);
+    shared.after_shrink(st);
 }
 
 /// Capped exponential backoff with ±25 % jitter, so many pools restarting together do

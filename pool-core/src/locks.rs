@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 
-use pool_sql::{Classification, Kind, Touches};
+use pool_sql::{Kind, Touches};
 
 use crate::conn::{Conn, Place, Recovery};
 use crate::error::{Error, Result};
@@ -67,15 +67,7 @@ impl std::fmt::Debug for AdvisoryLock<'_> {
 }
 
 fn session(text: &str) -> SqlParts<'_> {
-    SqlParts {
-        text,
-        class: Ok(Classification {
-            kind: Kind::Session,
-            touches: Touches::ADVISORY,
-            statements: 1,
-        }),
-        prepared: None,
-    }
+    SqlParts::known(text, Kind::Session, Touches::ADVISORY)
 }
 
 impl Conn {

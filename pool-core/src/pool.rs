@@ -6,9 +6,10 @@
 //! recorded as held by the waiter's task in the same critical section, so a task that
 //! returns and immediately asks again cannot barge ahead of those already waiting, and the
 //! woken waiter does not take the lock again. The waiters' `acquire_timeout` is enforced
-//! by one deadline sweeper task per pool rather than a timer per waiter (`sweeper.rs`). Connections are opened by background tasks, never by the acquiring task, so an
-//! acquire dropped mid-wait never abandons a half-open connection, and no more connections
-//! are opened than there are waiters to serve.
+//! by one deadline sweeper task per pool rather than a timer per waiter (`sweeper.rs`).
+//! Connections are opened by background tasks, never by the acquiring task, so an acquire
+//! dropped mid-wait never abandons a half-open connection, and no more connections are
+//! opened than there are waiters to serve.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use crate::config::{Builder, ConfigSource, PoolConfig};
 use crate::conn::Conn;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Timeout, TimeoutKind};
 use crate::status::{AtomicCounters, DiscardReason, Holder, Site, Status, TaskKey};
 
 /// A pool of PostgreSQL connections. Cheap to clone; all clones share one pool.
@@ -362,6 +363,19 @@ impl Shared {
         }
     }
 
+    /// The details of an acquire timeout, all from one look at the state.
+    pub(crate) fn acquire_timeout_locked(&self, st: &State, now: Instant) -> Timeout {
+        Timeout {
+            kind: TimeoutKind::Acquire,
+            after: self.acquire_timeout(),
+            status: Some(self.status_locked(st)),
+            holders: Shared::holders_locked(st, now),
+            last_connect_error: st.last_connect_error.clone(),
+            statement: None,
+            unsent: false,
+        }
+    }
+
     pub(crate) fn holders(&self) -> Vec<Holder> {
         let now = Instant::now();
         Shared::holders_locked(&self.lock(), now)
@@ -438,14 +452,7 @@ impl Shared {
         trash: &mut Vec<Box<Conn>>,
     ) -> Option<(Box<Conn>, Instant)> {
         while let Some(idle) = st.idle.pop() {
-            let reason = if idle.conn.is_broken() {
-                Some(DiscardReason::Broken)
-            } else if idle.conn.meta.expires.is_some_and(|at| at <= now) {
-                Some(DiscardReason::Expired)
-            } else {
-                None
-            };
-            match reason {
+            match stale(&idle.conn, now) {
                 Some(reason) => {
                     st.size -= 1;
                     self.ctx.counters.discard(reason);
@@ -472,18 +479,14 @@ impl Shared {
         let total = st.idle.len();
         for (i, idle) in std::mem::take(&mut st.idle).into_iter().enumerate() {
             let remaining_after = total - i - 1 + kept.len();
-            let reason = if idle.conn.is_broken() {
-                Some(DiscardReason::Broken)
-            } else if idle.conn.meta.expires.is_some_and(|at| at <= now) {
-                Some(DiscardReason::Expired)
-            } else if cfg
+            let idle_too_long = cfg
                 .idle_timeout
-                .is_some_and(|t| now.duration_since(idle.since) >= t)
-                && remaining_after >= cfg.min_idle
-            {
-                Some(DiscardReason::IdleTimeout)
-            } else {
-                None
+                .is_some_and(|t| now.duration_since(idle.since) >= t);
+            let reason = match stale(&idle.conn, now) {
+                None if idle_too_long && remaining_after >= cfg.min_idle => {
+                    Some(DiscardReason::IdleTimeout)
+                }
+                reason => reason,
             };
             match reason {
                 Some(reason) => {
@@ -595,9 +598,7 @@ impl Shared {
         {
             let mut st = self.lock();
             Shared::unregister(&mut st, key);
-            st.size -= 1;
-            self.ctx.counters.discard(reason);
-            self.after_shrink(&mut st);
+            self.lose_one(&mut st, reason);
         }
         drop(conn);
     }
@@ -611,17 +612,13 @@ impl Shared {
     ) {
         let reason = if st.closed {
             Some(DiscardReason::Closed)
-        } else if conn.meta.expires.is_some_and(|at| at <= now) {
-            Some(DiscardReason::Expired)
         } else {
-            None
+            expired(&conn, now)
         };
         match reason {
             None => self.hand_off(&mut st, conn, now),
             Some(reason) => {
-                st.size -= 1;
-                self.ctx.counters.discard(reason);
-                self.after_shrink(&mut st);
+                self.lose_one(&mut st, reason);
                 drop(st);
                 drop(conn);
             }
@@ -630,13 +627,15 @@ impl Shared {
 
     /// Closes a connection instead of reusing it.
     pub(crate) fn discard(self: &Arc<Self>, conn: Box<Conn>, reason: DiscardReason) {
-        {
-            let mut st = self.lock();
-            st.size -= 1;
-            self.ctx.counters.discard(reason);
-            self.after_shrink(&mut st);
-        }
+        self.lose_one(&mut self.lock(), reason);
         drop(conn);
+    }
+
+    /// Accounts for a connection closed for `reason` (drop it after the lock is released).
+    fn lose_one(self: &Arc<Self>, st: &mut State, reason: DiscardReason) {
+        st.size -= 1;
+        self.ctx.counters.discard(reason);
+        self.after_shrink(st);
     }
 
     /// After the pool lost a connection: open replacements for waiters, wake `close()`.
@@ -669,7 +668,7 @@ impl Shared {
     }
 
     /// Joins the waiter queue. Also returns what the waiter's deadline needs (see
-    /// `acquire::arm_sweeper`).
+    /// `sweeper::arm_sweeper`).
     pub(crate) fn enqueue_one(
         self: &Arc<Self>,
         st: &mut State,
@@ -685,14 +684,7 @@ impl Shared {
             task,
             deadline,
         });
-        if front {
-            st.waiters.push_front(waiter);
-        } else {
-            st.waiters.push_back(waiter);
-        }
-        st.waiting += 1;
-        st.need += 1;
-        self.spawn_connects(st);
+        self.join_queue(st, waiter, 1, front);
         let sweep = crate::sweeper::arm_sweeper(self, st, deadline);
         (rx, sweep)
     }
@@ -714,6 +706,13 @@ impl Shared {
             got: Vec::with_capacity(need),
             tx,
         };
+        self.join_queue(st, waiter, need, front);
+        (id, rx)
+    }
+
+    /// Queues a waiter for `need` connections — at the head when `front` — and starts
+    /// the connects it needs.
+    fn join_queue(self: &Arc<Self>, st: &mut State, waiter: Waiter, need: usize, front: bool) {
         if front {
             st.waiters.push_front(waiter);
         } else {
@@ -722,7 +721,6 @@ impl Shared {
         st.waiting += 1;
         st.need += need;
         self.spawn_connects(st);
-        (id, rx)
     }
 
     /// A single waiter gave up without receiving anything.
@@ -801,4 +799,22 @@ impl Shared {
     pub(crate) fn acquire_timeout(&self) -> Duration {
         self.ctx.config.acquire_timeout
     }
+}
+
+/// Why an idle or returning connection cannot be reused, if it cannot: closed, or past
+/// its lifetime.
+fn stale(conn: &Conn, now: Instant) -> Option<DiscardReason> {
+    if conn.is_broken() {
+        Some(DiscardReason::Broken)
+    } else {
+        expired(conn, now)
+    }
+}
+
+/// `Expired` if the connection reached `max_lifetime`.
+fn expired(conn: &Conn, now: Instant) -> Option<DiscardReason> {
+    conn.meta
+        .expires
+        .is_some_and(|at| at <= now)
+        .then_some(DiscardReason::Expired)
 }

@@ -121,6 +121,11 @@ impl DiscardReason {
         DiscardReason::Closed,
     ];
 
+    /// Its place in [`DiscardReason::ALL`] (the order of the variants).
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn name(self) -> &'static str {
         match self {
             DiscardReason::Broken => "broken",
@@ -207,11 +212,7 @@ pub(crate) struct AtomicCounters {
 
 impl AtomicCounters {
     pub(crate) fn discard(&self, reason: DiscardReason) {
-        let i = DiscardReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.discarded[i].fetch_add(1, Relaxed);
+        self.discarded[reason.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {
@@ -219,10 +220,7 @@ impl AtomicCounters {
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
-        let d = |r: DiscardReason| {
-            let i = DiscardReason::ALL.iter().position(|x| *x == r).unwrap_or(0);
-            self.discarded[i].load(Relaxed)
-        };
+        let d = |r: DiscardReason| self.discarded[r.index()].load(Relaxed);
         Counters {
             acquires: self.acquires.load(Relaxed),
             waits: self.waits.load(Relaxed),
@@ -345,5 +343,17 @@ fn discarded_for(c: &Counters, r: DiscardReason) -> u64 {
         DiscardReason::FailedValidation => c.discarded_validation,
         DiscardReason::FailedReset => c.discarded_reset,
         DiscardReason::Closed => c.discarded_closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DiscardReason;
+
+    #[test]
+    fn discard_reasons_are_listed_in_variant_order() {
+        for (i, reason) in DiscardReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
     }
 }

@@ -108,6 +108,21 @@ pub struct SqlParts<'a> {
     pub(crate) prepared: Option<&'a Prepared>,
 }
 
+impl<'a> SqlParts<'a> {
+    /// One statement whose kind is known without classifying its text.
+    pub(crate) fn known(text: &'a str, kind: Kind, touches: Touches) -> SqlParts<'a> {
+        SqlParts {
+            text,
+            class: Ok(Classification {
+                kind,
+                touches,
+                statements: 1,
+            }),
+            prepared: None,
+        }
+    }
+}
+
 /// A statement: a `&str` or `String`, a [`Stmt`] from `sql!`, or a [`&Prepared`](Prepared).
 /// Sealed; where each may run is decided by [`OneShotSql`] and [`ConnSql`].
 pub trait Sql: sealed::Sealed + Send + Sync {
@@ -172,16 +187,7 @@ impl StmtKind for TransactionOnly {
 impl<K: StmtKind> sealed::Sealed for Stmt<K> {}
 impl<K: StmtKind> Sql for Stmt<K> {
     fn __parts(&self) -> SqlParts<'_> {
-        let class = Classification {
-            kind: K::KIND,
-            touches: Touches::from_bits_truncate(self.touches),
-            statements: 1,
-        };
-        SqlParts {
-            text: self.sql,
-            class: Ok(class),
-            prepared: None,
-        }
+        SqlParts::known(self.sql, K::KIND, Touches::from_bits_truncate(self.touches))
     }
 }
 impl OneShotSql for Stmt<Plain> {}

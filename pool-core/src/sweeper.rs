@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::{Error, Timeout, TimeoutKind};
+use crate::error::Error;
 use crate::pool::{Shared, State, Waiter};
 use crate::status::AtomicCounters;
 
@@ -134,18 +134,11 @@ fn expire_waiters(shared: &Arc<Shared>, now: Instant) -> Option<Option<Instant>>
     }
     st.sweeper_armed = next;
     if !expired.is_empty() {
-        let mut status = shared.status_locked(&st);
-        status.waiting = status.waiting.saturating_sub(expired.len());
-        let holders = Shared::holders_locked(&st, now);
-        let timeout = Timeout {
-            kind: TimeoutKind::Acquire,
-            after: shared.acquire_timeout(),
-            status: Some(status),
-            holders,
-            last_connect_error: st.last_connect_error.clone(),
-            statement: None,
-            unsent: false,
-        };
+        let mut timeout = shared.acquire_timeout_locked(&st, now);
+        if let Some(status) = &mut timeout.status {
+            // Not counting the waiters being failed here.
+            status.waiting = status.waiting.saturating_sub(expired.len());
+        }
         for tx in expired {
             // If the send fails the waiter is leaving and `leave_one` accounts.
             if tx

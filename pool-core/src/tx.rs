@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use pool_sql::{Classification, Kind, Touches};
+use pool_sql::{Kind, Touches};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -394,13 +394,5 @@ impl Drop for Tx<'_> {
 }
 
 fn tx_only(text: &str) -> SqlParts<'_> {
-    SqlParts {
-        text,
-        class: Ok(Classification {
-            kind: Kind::TxOnly,
-            touches: Touches::empty(),
-            statements: 1,
-        }),
-        prepared: None,
-    }
+    SqlParts::known(text, Kind::TxOnly, Touches::empty())
 }
