@@ -86,20 +86,29 @@ impl Impl {
         }
     }
 
+    /// pool-core and the variants of its bookkeeping measured against it.
+    pub(crate) const BOOKKEEPING: [Impl; 4] = [
+        Impl::POOL_CORE,
+        Impl::PoolCore(PcVariant::NestedAllow),
+        Impl::PoolCore(PcVariant::NoBookkeeping),
+        Impl::PoolCore(PcVariant::NoStatementTimeout),
+    ];
+
+    /// Every implementation.
+    pub(crate) const ALL: [Impl; 9] = [
+        Impl::BOOKKEEPING[0],
+        Impl::BOOKKEEPING[1],
+        Impl::BOOKKEEPING[2],
+        Impl::BOOKKEEPING[3],
+        Impl::Deadpool,
+        Impl::Bb8Fast,
+        Impl::Bb8Default,
+        Impl::Limit,
+        Impl::LimitPrepared,
+    ];
+
     pub(crate) fn from_key(key: &str) -> Option<Impl> {
-        [
-            Impl::POOL_CORE,
-            Impl::PoolCore(PcVariant::NestedAllow),
-            Impl::PoolCore(PcVariant::NoBookkeeping),
-            Impl::PoolCore(PcVariant::NoStatementTimeout),
-            Impl::Deadpool,
-            Impl::Bb8Fast,
-            Impl::Bb8Default,
-            Impl::Limit,
-            Impl::LimitPrepared,
-        ]
-        .into_iter()
-        .find(|i| i.key() == key)
+        Impl::ALL.into_iter().find(|i| i.key() == key)
     }
 }
 
@@ -117,7 +126,7 @@ pub(crate) trait Target: Send + Sync + Sized + 'static {
     /// How many connections to check out at once before the run, so the pool starts full.
     fn fill_count(&self) -> usize;
 
-    /// The handle of task `i`.
+    /// The handle of task `i` (below what [`Target::tasks`] said).
     fn task(&self, i: usize) -> Self::Task;
 
     /// Checks out one connection, waits at the barrier, returns it.
@@ -321,10 +330,10 @@ impl Target for Bb8 {
 // The limit: raw clients, one task each, no checkout.
 
 pub(crate) struct Limit {
-    clients: Vec<Arc<tokio_postgres::Client>>,
-    statements: Vec<Option<tokio_postgres::Statement>>,
+    tasks: Vec<LimitTask>,
 }
 
+#[derive(Clone)]
 pub(crate) struct LimitTask {
     client: Arc<tokio_postgres::Client>,
     statement: Option<tokio_postgres::Statement>,
@@ -353,17 +362,15 @@ impl Limit {
                 Ok::<_, tokio_postgres::Error>((client, statement))
             });
         }
-        let mut clients = Vec::with_capacity(n);
-        let mut statements = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
         while let Some(res) = opening.join_next().await {
             let (client, statement) = res.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-            clients.push(Arc::new(client));
-            statements.push(statement);
+            tasks.push(LimitTask {
+                client: Arc::new(client),
+                statement,
+            });
         }
-        Ok(Limit {
-            clients,
-            statements,
-        })
+        Ok(Limit { tasks })
     }
 }
 
@@ -371,7 +378,7 @@ impl Target for Limit {
     type Task = LimitTask;
 
     fn tasks(&self, requested: usize) -> usize {
-        requested.min(self.clients.len())
+        requested.min(self.tasks.len())
     }
 
     fn fill_count(&self) -> usize {
@@ -379,11 +386,7 @@ impl Target for Limit {
     }
 
     fn task(&self, i: usize) -> LimitTask {
-        let i = i % self.clients.len();
-        LimitTask {
-            client: Arc::clone(&self.clients[i]),
-            statement: self.statements[i].clone(),
-        }
+        self.tasks[i].clone()
     }
 
     async fn fill(_task: &mut LimitTask, _barrier: Arc<Barrier>) {}

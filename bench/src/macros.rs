@@ -12,7 +12,7 @@ use pool_core::{Conn, Db, Error, Tx, transactional, with_conn};
 use tokio::sync::Barrier;
 
 use crate::Plan;
-use crate::impls::{Op, Target};
+use crate::impls::{Op, PcVariant, PoolCore, Target};
 use crate::run::{CellResult, CellSpec, run_custom};
 
 #[with_conn]
@@ -75,31 +75,28 @@ impl Variant {
         }
     }
 
+    /// Every variant.
+    pub(crate) const ALL: [Variant; 4] = [
+        Variant::WithConn,
+        Variant::WithConnByHand,
+        Variant::Transactional,
+        Variant::TransactionalByHand,
+    ];
+
     pub(crate) fn from_key(key: &str) -> Option<Variant> {
-        [
-            Variant::WithConn,
-            Variant::WithConnByHand,
-            Variant::Transactional,
-            Variant::TransactionalByHand,
-        ]
-        .into_iter()
-        .find(|v| v.key() == key)
+        Variant::ALL.into_iter().find(|v| v.key() == key)
     }
 }
 
-/// A pool-core pool whose tasks call one of the four functions.
+/// A pool-core pool (as benchmarked elsewhere) whose tasks call one of the four functions.
 pub(crate) struct MacroTarget {
-    pool: pool_core::Pool,
+    pool: PoolCore,
     variant: Variant,
 }
 
 impl MacroTarget {
     pub(crate) fn build(url: &str, size: usize, variant: Variant) -> Result<MacroTarget, String> {
-        let pool = pool_core::Pool::builder(url)
-            .max_size(size)
-            .acquire_timeout(std::time::Duration::from_secs(600))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let pool = PoolCore::build(url, size, PcVariant::Default)?;
         Ok(MacroTarget { pool, variant })
     }
 }
@@ -108,17 +105,15 @@ impl Target for MacroTarget {
     type Task = (Db, Variant);
 
     fn fill_count(&self) -> usize {
-        self.pool.max_size()
+        self.pool.fill_count()
     }
 
-    fn task(&self, _i: usize) -> (Db, Variant) {
-        (self.pool.db(), self.variant)
+    fn task(&self, i: usize) -> (Db, Variant) {
+        (self.pool.task(i), self.variant)
     }
 
     async fn fill(task: &mut (Db, Variant), barrier: Arc<Barrier>) {
-        let conn = task.0.acquire().await.expect("pool-core: checkout");
-        barrier.wait().await;
-        drop(conn);
+        PoolCore::fill(&mut task.0, barrier).await;
     }
 
     async fn op(task: &mut (Db, Variant), _op: Op) {

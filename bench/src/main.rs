@@ -27,7 +27,7 @@ mod stats;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use impls::{Impl, Op, PcVariant, Target};
+use impls::{Impl, Op, Target};
 use run::{CellResult, CellSpec};
 
 /// Which part of the benchmark a group of cells belongs to.
@@ -142,7 +142,8 @@ pub(crate) const TASKS: [usize; 5] = [1, 16, 64, 256, 1024];
 pub(crate) const POOLS: [usize; 2] = [4, 16];
 pub(crate) const SELECT_TASKS: [usize; 3] = [16, 64, 256];
 
-const CHECKOUT_IMPLS: [Impl; 5] = [
+/// The implementations of the checkout and `SELECT 1` cells, in report column order.
+pub(crate) const CHECKOUT_IMPLS: [Impl; 5] = [
     Impl::POOL_CORE,
     Impl::Deadpool,
     Impl::Bb8Fast,
@@ -188,12 +189,7 @@ fn groups(plan: &Plan, only: &[String]) -> Vec<Group> {
         }
     }
     if wanted(Scenario::Bookkeeping) {
-        let variants = vec![
-            Impl::POOL_CORE,
-            Impl::PoolCore(PcVariant::NestedAllow),
-            Impl::PoolCore(PcVariant::NoBookkeeping),
-            Impl::PoolCore(PcVariant::NoStatementTimeout),
-        ];
+        let variants = Impl::BOOKKEEPING.to_vec();
         for (label, op, threads, pool, tasks) in [
             (
                 "checkout, 1 thread, pool 16, 1 task",
@@ -244,13 +240,25 @@ struct Args {
 }
 
 fn usage() -> ! {
+    let keys: Vec<&str> = Impl::ALL
+        .map(Impl::key)
+        .into_iter()
+        .chain(macros::Variant::ALL.map(macros::Variant::key))
+        .collect();
     eprintln!(
         "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros] [--filter TEXT]\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
-         (IMPL: pool-core, pool-core-nested-allow, pool-core-no-bookkeeping, deadpool, bb8-no-test, bb8-default, limit,\n       \
-         with-conn, with-conn-by-hand, transactional, transactional-by-hand)"
+         (IMPL: {})",
+        keys.join(", ")
     );
     std::process::exit(2)
+}
+
+/// The number after an option, or the usage.
+fn number<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>) -> T {
+    it.next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| usage())
 }
 
 fn parse_args() -> Args {
@@ -290,12 +298,7 @@ fn parse_args() -> Args {
                     None => Err(macros::Variant::from_key(&name).unwrap_or_else(|| usage())),
                 });
             }
-            "--iters" => {
-                iters = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| usage());
-            }
+            "--iters" => iters = number(&mut it),
             "--op" => {
                 op = match it.next().as_deref() {
                     Some("checkout") => Op::Checkout,
@@ -304,19 +307,8 @@ fn parse_args() -> Args {
                     _ => usage(),
                 };
             }
-            "--pool" => {
-                pool = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--tasks" => {
-                tasks = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| usage());
-            }
-            "-h" | "--help" => usage(),
+            "--pool" => pool = number(&mut it),
+            "--tasks" => tasks = number(&mut it),
             _ => usage(),
         }
     }

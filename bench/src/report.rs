@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::impls::{Impl, PcVariant};
+use crate::impls::Impl;
 use crate::macros::MacroSection;
 use crate::run::{CellResult, CellSpec};
 use crate::stats::{geomean, jain, median, percentile};
@@ -201,7 +201,7 @@ impl Summary {
                 {
                     below.push((describe(g.scenario, s), a.throughput / d.throughput));
                 }
-                if (s.timed || s.latencies)
+                if s.clocked()
                     && let Some(w) = worst.iter_mut().find(|w| w.0 == s.threads)
                 {
                     w.1 = w.1.max(a.oldest_vs_little());
@@ -328,13 +328,7 @@ impl Machine {
     }
 }
 
-const COLUMNS: [Impl; 5] = [
-    Impl::POOL_CORE,
-    Impl::Deadpool,
-    Impl::Bb8Fast,
-    Impl::Bb8Default,
-    Impl::Limit,
-];
+const COLUMNS: [Impl; 5] = crate::CHECKOUT_IMPLS;
 
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
@@ -482,12 +476,7 @@ fn fairness_table(out: &mut String, results: &[GroupResult]) {
 }
 
 fn bookkeeping_table(out: &mut String, results: &[GroupResult]) {
-    let variants = [
-        Impl::POOL_CORE,
-        Impl::PoolCore(PcVariant::NestedAllow),
-        Impl::PoolCore(PcVariant::NoBookkeeping),
-        Impl::PoolCore(PcVariant::NoStatementTimeout),
-    ];
+    let variants = Impl::BOOKKEEPING;
     let _ = write!(out, "\n| cell |");
     for v in variants {
         let _ = write!(out, " {} |", v.name());

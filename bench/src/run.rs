@@ -31,6 +31,13 @@ pub(crate) struct CellSpec {
     pub(crate) window: Duration,
 }
 
+impl CellSpec {
+    /// Whether every operation reads the clock (`timed`, or implied by `latencies`).
+    pub(crate) fn clocked(&self) -> bool {
+        self.timed || self.latencies
+    }
+}
+
 /// What one run of a cell measured.
 #[derive(Clone, Debug)]
 pub(crate) struct CellResult {
@@ -186,6 +193,7 @@ async fn run_with<T: Target>(target: T, spec: &CellSpec) -> Result<CellResult, S
         base: Instant::now(),
         started: (0..n).map(|_| Slot(AtomicU64::new(0))).collect(),
     });
+    let (op, timed, latencies) = (spec.op, spec.clocked(), spec.latencies);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
         // An operation "starts" when its task is spawned: a task that never gets to run
@@ -193,13 +201,11 @@ async fn run_with<T: Target>(target: T, spec: &CellSpec) -> Result<CellResult, S
         ctl.started[i].0.store(ctl.now_ns(), Relaxed);
         let task = target.task(i);
         let ctl = Arc::clone(&ctl);
-        let timed = spec.timed || spec.latencies;
-        let (op, latencies) = (spec.op, spec.latencies);
         set.spawn(async move { (i, task_loop::<T>(task, op, ctl, i, timed, latencies).await) });
     }
     let clock = {
         let ctl = Arc::clone(&ctl);
-        let (warm, window, timed) = (spec.warm, spec.window, spec.timed || spec.latencies);
+        let (warm, window, timed) = (spec.warm, spec.window, spec.clocked());
         std::thread::Builder::new()
             .name("bench-window".to_owned())
             .spawn(move || {
