@@ -79,16 +79,16 @@ enum Phase {
 
 /// Per-statement scanning state.
 struct Stmt<'a> {
-    tokens: usize,
     depth: u32,
     base: u32,
     phase: Phase,
     lead: Head,
     /// The first tokens of the statement proper; see [`Stmt::head_at`].
-    head: [Option<Tok<'a>>; HEAD],
+    head: [Tok<'a>; HEAD],
     head_len: usize,
     /// Ring buffer of the previous tokens; see [`Stmt::prev`].
-    back: [Option<Tok<'a>>; BACK],
+    back: [Tok<'a>; BACK],
+    /// How many tokens the statement has had (the ring's write position).
     back_at: usize,
     call_kind: Kind,
     call_touches: Touches,
@@ -107,14 +107,13 @@ impl<'a> Stmt<'a> {
     #[inline(always)]
     fn new() -> Self {
         Stmt {
-            tokens: 0,
             depth: 0,
             base: 0,
             phase: Phase::Lead,
             lead: Head::Other,
-            head: [None; HEAD],
+            head: [Tok::VOID; HEAD],
             head_len: 0,
-            back: [None; BACK],
+            back: [Tok::VOID; BACK],
             back_at: 0,
             call_kind: Kind::Plain,
             call_touches: Touches::empty(),
@@ -136,30 +135,23 @@ impl<'a> Stmt<'a> {
     /// The `i`-th token of the statement proper, if kept.
     #[inline]
     fn head_at(&self, i: usize) -> Option<&Tok<'a>> {
-        if i < self.head_len {
-            self.head.get(i).and_then(Option::as_ref)
-        } else {
-            None
-        }
+        self.head[..self.head_len].get(i)
     }
 
     /// The `i`-th previous token (0 = the one just before the current one).
     #[inline]
     fn prev(&self, i: usize) -> &Tok<'a> {
-        self.back[self.back_at.wrapping_sub(i + 1) % BACK]
-            .as_ref()
-            .unwrap_or(&Tok::VOID)
+        &self.back[self.back_at.wrapping_sub(i + 1) % BACK]
     }
 
     fn feed(&mut self, tok: Tok<'a>) {
-        self.tokens += 1;
         match tok.kind {
             TokKind::LParen => self.depth = self.depth.saturating_add(1),
             TokKind::RParen => self.depth = self.depth.saturating_sub(1),
             _ => {}
         }
         self.step(tok);
-        self.back[self.back_at % BACK] = Some(tok);
+        self.back[self.back_at % BACK] = tok;
         self.back_at = self.back_at.wrapping_add(1);
     }
 
@@ -217,7 +209,7 @@ impl<'a> Stmt<'a> {
 
     fn body(&mut self, tok: Tok<'a>) {
         if let Some(slot) = self.head.get_mut(self.head_len) {
-            *slot = Some(tok);
+            *slot = tok;
             self.head_len += 1;
             if self.lead == Head::Create && self.is_create_routine() {
                 self.lead = Head::Routine;
@@ -330,7 +322,7 @@ impl<'a> Stmt<'a> {
 
     /// Ends the statement and folds its classification into `total`.
     fn finish(&self, total: &mut Classification) -> Result<(), Refusal> {
-        if self.tokens == 0 {
+        if self.back_at == 0 {
             return Ok(());
         }
         let (kind, touches) = self.decide()?;

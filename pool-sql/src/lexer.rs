@@ -159,14 +159,7 @@ impl<'a> Lexer<'a> {
 
     /// Skips a `--` comment starting at `self.pos`.
     fn line_comment(&mut self) {
-        let mut i = self.pos + 2;
-        while let Some(b) = self.at(i) {
-            if b == b'\n' || b == b'\r' {
-                break;
-            }
-            i += 1;
-        }
-        self.pos = i;
+        self.pos = scan(self.src, self.pos + 2, |b| b != b'\n' && b != b'\r');
     }
 
     /// Skips a (possibly nested) block comment starting at `self.pos`.
@@ -247,16 +240,12 @@ impl<'a> Lexer<'a> {
     fn dollar(&mut self, start: usize) -> Tok<'a> {
         let mut i = start + 1;
         if self.at(i).is_some_and(|b| b.is_ascii_digit()) {
-            while self.at(i).is_some_and(|b| b.is_ascii_digit()) {
-                i += 1;
-            }
+            i = scan(self.src, i, |b| b.is_ascii_digit());
             self.pos = i;
             return self.tok(TokKind::Literal, start, i);
         }
         if self.at(i).is_some_and(is_ident_start) {
-            while self.at(i).is_some_and(is_tag_cont) {
-                i += 1;
-            }
+            i = scan(self.src, i, is_tag_cont);
         }
         if self.at(i) != Some(b'$') {
             self.pos = start + 1;
@@ -275,15 +264,11 @@ impl<'a> Lexer<'a> {
 
     /// A numeric literal starting at `start`.
     fn number(&mut self, start: usize) -> Tok<'a> {
-        let digits = |l: &Self, mut i: usize| {
-            while l.at(i).is_some_and(|b| b.is_ascii_digit() || b == b'_') {
-                i += 1;
-            }
-            i
-        };
-        let mut i = digits(self, start);
+        let src = self.src;
+        let digits = |i: usize| scan(src, i, |b| b.is_ascii_digit() || b == b'_');
+        let mut i = digits(start);
         if self.at(i) == Some(b'.') && self.at(i + 1) != Some(b'.') {
-            i = digits(self, i + 1);
+            i = digits(i + 1);
         }
         if matches!(self.at(i), Some(b'e' | b'E')) {
             let j = if matches!(self.at(i + 1), Some(b'+' | b'-')) {
@@ -292,16 +277,11 @@ impl<'a> Lexer<'a> {
                 i + 1
             };
             if self.at(j).is_some_and(|b| b.is_ascii_digit()) {
-                i = digits(self, j);
+                i = digits(j);
             }
         }
         // Hex/octal/binary forms and trailing junk.
-        while self
-            .at(i)
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            i += 1;
-        }
+        i = scan(self.src, i, |b| b.is_ascii_alphanumeric() || b == b'_');
         self.pos = i;
         self.tok(TokKind::Literal, start, i)
     }
