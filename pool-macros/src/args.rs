@@ -60,7 +60,8 @@ fn set_once<T>(slot: &mut Option<Spanned<T>>, value: T, span: Span, name: &str) 
     Ok(())
 }
 
-fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Spanned<syn::Path>> {
+/// `crate = "path"`, recorded once in `slot` (with the span of `crate`).
+fn parse_crate(input: ParseStream<'_>, slot: &mut Option<Spanned<syn::Path>>) -> syn::Result<()> {
     let token: Token![crate] = input.parse()?;
     input.parse::<Token![=]>()?;
     let lit: LitStr = input.parse()?;
@@ -70,10 +71,10 @@ fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Spanned<syn::Path>> {
             "`crate` takes a path in a string, e.g. crate = \"::my_reexport::pool_core\"",
         )
     })?;
-    Ok((path, token.span))
+    set_once(slot, path, token.span, "crate")
 }
 
-fn parse_int<T: std::str::FromStr>(input: ParseStream<'_>, name: &str) -> syn::Result<Spanned<T>>
+fn parse_int<T: std::str::FromStr>(input: ParseStream<'_>, name: &str) -> syn::Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -81,7 +82,7 @@ where
     let lit: LitInt = input
         .parse()
         .map_err(|e| syn::Error::new(e.span(), format!("`{name}` takes a whole number")))?;
-    Ok((lit.base10_parse()?, lit.span()))
+    lit.base10_parse()
 }
 
 impl Parse for TxArgs {
@@ -123,16 +124,14 @@ impl Parse for TxArgs {
                 set_once(&mut args.deferrable, (), key.span, "deferrable")?;
             } else if look.peek(kw::retry) {
                 let key: kw::retry = input.parse()?;
-                let (n, _) = parse_int::<u32>(input, "retry")?;
+                let n = parse_int::<u32>(input, "retry")?;
                 set_once(&mut args.retry, n, key.span, "retry")?;
             } else if look.peek(kw::backoff_ms) {
                 let key: kw::backoff_ms = input.parse()?;
-                let (n, _) = parse_int::<u64>(input, "backoff_ms")?;
+                let n = parse_int::<u64>(input, "backoff_ms")?;
                 set_once(&mut args.backoff_ms, n, key.span, "backoff_ms")?;
             } else if look.peek(Token![crate]) {
-                let span = input.span();
-                let (path, _) = parse_crate_path(input)?;
-                set_once(&mut args.krate, path, span, "crate")?;
+                parse_crate(input, &mut args.krate)?;
             } else {
                 return Err(unknown_option(input, TX_OPTIONS));
             }
@@ -149,9 +148,7 @@ impl Parse for ConnArgs {
         let mut args = ConnArgs::default();
         while !input.is_empty() {
             if input.peek(Token![crate]) {
-                let span = input.span();
-                let (path, _) = parse_crate_path(input)?;
-                set_once(&mut args.krate, path, span, "crate")?;
+                parse_crate(input, &mut args.krate)?;
             } else {
                 return Err(unknown_option(
                     input,

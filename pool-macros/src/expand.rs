@@ -24,8 +24,19 @@ fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
-fn default_crate() -> syn::Path {
-    syn::parse_quote!(::pool_core)
+/// The path of pool-core: `crate = "…"` if given, else `::pool_core`.
+fn crate_path(given: Option<&syn::Path>) -> syn::Path {
+    given
+        .cloned()
+        .unwrap_or_else(|| syn::parse_quote!(::pool_core))
+}
+
+/// The connection from `__pool_source`, checked out or reused, with a failure returned
+/// as the function's error. Spanned at the function's name.
+fn checked_out(krate: &syn::Path, item: &ItemFn, ret: &Type) -> TokenStream {
+    let fn_span = item.sig.ident.span();
+    let checkout = quote_spanned!(fn_span=> #krate::ConnSource::__checkout(__pool_source).await);
+    try_or_return(krate, ret, checkout)
 }
 
 /// Replaces the connection parameter by `__pool_source: &mut dyn <bound>`.
@@ -51,11 +62,11 @@ fn replace_param(item: &mut ItemFn, index: usize, bound: TokenStream) {
     }
 }
 
-/// The user's `Tx` (or `Conn`) path with `'_` filled in where no lifetime was written,
-/// so generated code stays clean under `elided_lifetimes_in_paths`.
-fn with_anon_lifetime(path: &TypePath, needs_lifetime: bool) -> TypePath {
+/// The user's `Tx` path with `'_` filled in where no lifetime was written, so generated
+/// code stays clean under `elided_lifetimes_in_paths`.
+fn with_anon_lifetime(path: &TypePath) -> TypePath {
     let mut path = path.clone();
-    if needs_lifetime && let Some(last) = path.path.segments.last_mut() {
+    if let Some(last) = path.path.segments.last_mut() {
         if matches!(last.arguments, PathArguments::None) {
             let args: syn::AngleBracketedGenericArguments = syn::parse_quote!(<'_>);
             last.arguments = PathArguments::AngleBracketed(args);
@@ -141,7 +152,7 @@ pub(crate) fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand_with_conn(args: ConnArgs, func: Func) -> TokenStream {
-    let krate = args.krate.map(|(p, _)| p).unwrap_or_else(default_crate);
+    let krate = crate_path(args.krate.as_ref().map(|(p, _)| p));
     let Func {
         mut item,
         index,
@@ -151,11 +162,8 @@ fn expand_with_conn(args: ConnArgs, func: Func) -> TokenStream {
         ret,
     } = func;
     let block = item.block.clone();
-    let fn_span = item.sig.ident.span();
     replace_param(&mut item, index, quote!(#krate::ConnSource));
-    let checkout = quote_spanned!(fn_span=> #krate::ConnSource::__checkout(__pool_source).await);
-    let get = try_or_return(&krate, &ret, checkout);
-    let inner = with_anon_lifetime(&inner, false);
+    let get = checked_out(&krate, &item, &ret);
     let body = quote! {
         let mut __pool_conn = #get;
         let #mutability #ident: &mut #inner = &mut *__pool_conn;
@@ -197,7 +205,7 @@ fn valid_fallback(item: TokenStream) -> TokenStream {
             && let Type::Path(p) = &mut *r.elem
             && p.path.segments.last().is_some_and(|s| s.ident == "Tx")
         {
-            *p = with_anon_lifetime(p, true);
+            *p = with_anon_lifetime(p);
         }
     }
     f.into_token_stream()
@@ -223,11 +231,7 @@ fn options(krate: &syn::Path, args: &TxArgs) -> TokenStream {
 }
 
 fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
-    let krate = args
-        .krate
-        .clone()
-        .map(|(p, _)| p)
-        .unwrap_or_else(default_crate);
+    let krate = crate_path(args.krate.as_ref().map(|(p, _)| p));
     let opts = options(&krate, &args);
     let Func {
         mut item,
@@ -238,19 +242,24 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
         ret,
     } = func;
     let block = item.block.clone();
-    let fn_span = item.sig.ident.span();
-    let tx_ty = with_anon_lifetime(&inner, true);
-    let checkout = quote_spanned!(fn_span=> #krate::ConnSource::__checkout(__pool_source).await);
-    let get_hold = try_or_return(&krate, &ret, checkout);
+    let tx_ty = with_anon_lifetime(&inner);
+    // A retrying transaction needs a fresh one: it cannot re-run a savepoint.
+    let fresh = args.retry.is_some();
+    let bound = if fresh {
+        quote!(#krate::FreshTxSource)
+    } else {
+        quote!(#krate::TxSource)
+    };
+    replace_param(&mut item, index, bound);
+    let get_hold = checked_out(&krate, &item, &ret);
+    let begin = try_or_return(
+        &krate,
+        &ret,
+        quote!(#krate::__private::begin(&mut *__pool_hold, #opts, #fresh).await),
+    );
 
     let body = match args.retry {
         None => {
-            replace_param(&mut item, index, quote!(#krate::TxSource));
-            let begin = try_or_return(
-                &krate,
-                &ret,
-                quote!(#krate::__private::begin(&mut *__pool_hold, #opts, false).await),
-            );
             // The body runs in its own async block so that a `return` in it still goes
             // through commit/rollback; the fake return edge fixes the block's type for `?`.
             quote! {
@@ -280,13 +289,7 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
             }
         }
         Some((retries, retry_span)) => {
-            replace_param(&mut item, index, quote!(#krate::FreshTxSource));
             let backoff = args.backoff_ms.map_or(10, |(ms, _)| ms);
-            let begin = try_or_return(
-                &krate,
-                &ret,
-                quote!(#krate::__private::begin(&mut *__pool_hold, #opts, true).await),
-            );
             // The body is an async closure that must be `AsyncFnMut`: re-running it must
             // not need anything it consumed the first time. A body that moves a captured
             // value fails to compile here, at the `retry` option.

@@ -170,26 +170,19 @@ pub(crate) fn analyze(item: ItemFn, which: Which) -> syn::Result<Func> {
                 ),
             ));
         }
-        let Pat::Ident(pi) = &*pt.pat else {
-            return Err(syn::Error::new(
-                pt.pat.span(),
-                format!(
-                    "name the {} parameter with a plain identifier, like `{}`",
-                    which.wanted(),
-                    which.param()
-                ),
-            ));
+        let pi = match &*pt.pat {
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    format!(
+                        "name the {} parameter with a plain identifier, like `{}`",
+                        which.wanted(),
+                        which.param()
+                    ),
+                ));
+            }
         };
-        if pi.by_ref.is_some() || pi.subpat.is_some() {
-            return Err(syn::Error::new(
-                pi.span(),
-                format!(
-                    "name the {} parameter with a plain identifier, like `{}`",
-                    which.wanted(),
-                    which.param()
-                ),
-            ));
-        }
         found = Some((i, pi.ident.clone(), pi.mutability, path.clone()));
     }
     let Some((index, ident, mutability, inner)) = found else {
