@@ -89,34 +89,13 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut args = Args {
-        load: None,
-        secs: 5,
-        port: 3000,
-    };
+    let (mut load, mut secs, mut port) = (None, 5, None);
     let mut it = std::env::args().skip(1);
-    let mut port_given = false;
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
-            "--load" => {
-                args.load = Some(
-                    value("--load")?
-                        .parse()
-                        .map_err(|e| format!("--load: {e}"))?,
-                )
-            }
-            "--secs" => {
-                args.secs = value("--secs")?
-                    .parse()
-                    .map_err(|e| format!("--secs: {e}"))?
-            }
-            "--port" => {
-                args.port = value("--port")?
-                    .parse()
-                    .map_err(|e| format!("--port: {e}"))?;
-                port_given = true;
-            }
+            "--load" => load = Some(value(&flag, it.next())?),
+            "--secs" => secs = value(&flag, it.next())?,
+            "--port" => port = Some(value(&flag, it.next())?),
             other => {
                 return Err(format!(
                     "unknown argument `{other}`; use --load N, --secs S, --port P"
@@ -124,10 +103,23 @@ fn args() -> Result<Args, String> {
             }
         }
     }
-    if args.load.is_some() && !port_given {
-        args.port = 0; // a free port, so a load run never collides with a running service
-    }
-    Ok(args)
+    Ok(Args {
+        load,
+        secs,
+        // A load run takes a free port, so it never collides with a running service.
+        port: port.unwrap_or(if load.is_some() { 0 } else { 3000 }),
+    })
+}
+
+/// The value after `flag`, parsed.
+fn value<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .ok_or(format!("{flag} needs a value"))?
+        .parse()
+        .map_err(|e| format!("{flag}: {e}"))
 }
 
 #[tokio::main]
