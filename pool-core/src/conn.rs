@@ -639,10 +639,6 @@ impl Conn {
         place: Place,
         deadline: Option<Instant>,
     ) -> Result<Classification> {
-        let class = match &parts.class {
-            Ok(c) => *c,
-            Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
-        };
         if let Some(p) = parts.prepared
             && p.conn_id != self.meta.id
         {
@@ -651,15 +647,7 @@ impl Conn {
                 "it was prepared on another connection; prepare it on this one (prepare is cached per connection)",
             ));
         }
-        let allowed = match (place, class.kind) {
-            (Place::Db, Kind::Plain) => true,
-            (Place::Db, _) => false,
-            (Place::Conn, Kind::TxOnly) => self.state.tx_depth > 0,
-            _ => true,
-        };
-        if !allowed {
-            return Err(placement_error(parts.text, class.kind, place));
-        }
+        let class = placement(parts, place, self.state.tx_depth > 0)?;
         if class.kind == Kind::Session && self.ctx.config.pgbouncer_transaction_mode {
             return Err(Error::refused(parts.text, POOLER_SESSION_ADVICE));
         }
@@ -1051,11 +1039,23 @@ impl Conn {
     }
 }
 
-/// The refusal for a statement of `kind` run where it cannot mean what it says.
-pub(crate) fn placement_error(text: &str, kind: Kind, place: Place) -> Error {
-    match (kind, place) {
-        (Kind::Session, _) => Error::refused(text, SESSION_ADVICE),
-        _ => Error::refused(text, TX_ONLY_ADVICE),
+/// The statement's classification, if it may run at `place` (`in_tx`: on a connection
+/// inside a transaction); else the refusal, saying what to write instead.
+pub(crate) fn placement(parts: &SqlParts<'_>, place: Place, in_tx: bool) -> Result<Classification> {
+    let class = match &parts.class {
+        Ok(c) => *c,
+        Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
+    };
+    let allowed = match (place, class.kind) {
+        (Place::Db, Kind::Plain) => true,
+        (Place::Db, _) => false,
+        (Place::Conn, Kind::TxOnly) => in_tx,
+        _ => true,
+    };
+    match class.kind {
+        _ if allowed => Ok(class),
+        Kind::Session => Err(Error::refused(parts.text, SESSION_ADVICE)),
+        _ => Err(Error::refused(parts.text, TX_ONLY_ADVICE)),
     }
 }
 

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::acquire::{Acquire, acquire_many};
-use crate::conn::{Place, one_row, opt_row};
-use crate::error::{Error, Result};
+use crate::conn::{Place, one_row, opt_row, placement};
+use crate::error::Result;
 use crate::pool::Pool;
 use crate::pooled::ConnSet;
 use crate::status::Site;
@@ -56,7 +56,7 @@ impl Db {
     /// Checks out a connection, waiting up to `acquire_timeout`. The call site is recorded
     /// for diagnostics (`pool.holders()`, timeout errors, nested-checkout errors).
     ///
-    /// Fails at once with [`Error::NestedCheckout`] if this task already holds a
+    /// Fails at once with [`Error::NestedCheckout`](crate::Error::NestedCheckout) if this task already holds a
     /// connection from the same pool (through another `Db`): pass that one down instead.
     ///
     /// Cancellation: see [`Acquire`].
@@ -160,18 +160,8 @@ impl Db {
     }
 }
 
-/// Refuses a statement that cannot run as a one-shot before a connection is taken.
+/// Refuses a statement that cannot run as a one-shot before a connection is taken (with
+/// the message `admit` would give).
 fn refuse_early(parts: &SqlParts<'_>) -> Result<()> {
-    match &parts.class {
-        Err(refusal) => Err(Error::refused(parts.text, refusal.to_string())),
-        Ok(class) if class.kind != pool_sql::Kind::Plain => {
-            // Let `admit` produce the one message for each kind.
-            Err(crate::conn::placement_error(
-                parts.text,
-                class.kind,
-                Place::Db,
-            ))
-        }
-        Ok(_) => Ok(()),
-    }
+    placement(parts, Place::Db, false).map(drop)
 }
