@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::{Conn, Db, Error, Pool, PooledConn};
+use pool_core::{Acquire, Conn, Db, Error, Pool, PooledConn};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -232,9 +232,14 @@ pub fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// Locks `report`, even if a task panicked while holding it.
+fn lock_report(report: &Mutex<WorkloadReport>) -> MutexGuard<'_, WorkloadReport> {
+    report.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Records an error of a pool call in `report`.
 pub fn record_error(report: &Mutex<WorkloadReport>, error: &Error) {
-    let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = lock_report(report);
     match explain(error) {
         Ok(explained) => {
             *r.errors.entry(explained.category).or_default() += 1;
@@ -254,8 +259,18 @@ pub fn record_error(report: &Mutex<WorkloadReport>, error: &Error) {
 }
 
 impl Worker {
-    fn budget_statement(&self) -> Duration {
-        self.config.statement_timeout
+    /// Acquires a connection under the watchdog and probes it. Takes the `acquire()`
+    /// future rather than the `Db` so the call site the pool records is the caller's.
+    async fn checkout<'a>(&self, acquire: Acquire<'a>) -> Result<PooledConn<'a>, Failure> {
+        let mut conn = guarded(
+            &self.watchdog,
+            "acquire",
+            self.config.acquire_timeout,
+            acquire,
+        )
+        .await?;
+        self.probe(&mut conn).await?;
+        Ok(conn)
     }
 
     /// Checks a freshly checked-out connection before using it.
@@ -265,17 +280,11 @@ impl Worker {
         // closes in between (a fault landing right then, or this task descheduled for a
         // while on a loaded machine) is what its first statement then reports.
         let handed_out = tokio::time::Instant::now() - PooledConn::held_for(conn);
-        self.report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handouts += 1;
+        lock_report(&self.report).handouts += 1;
         if conn.is_broken() {
             match conn.__closed_at() {
                 Some(closed) if closed > handed_out => {
-                    self.report
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .died_after_handout += 1;
+                    lock_report(&self.report).died_after_handout += 1;
                 }
                 _ => {
                     return Err(
@@ -290,7 +299,7 @@ impl Worker {
         let rows = guarded(
             &self.watchdog,
             "probe",
-            self.budget_statement(),
+            self.config.statement_timeout,
             conn.query(PROBE, &[&handed_out_at]),
         )
         .await;
@@ -318,7 +327,7 @@ impl Worker {
 
     fn bad(&self, what: String) -> Failure {
         eprintln!("BAD HAND-OUT: {what}\n{}", self.pool.status());
-        let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock_report(&self.report);
         if r.bad_handouts.len() < 50 {
             r.bad_handouts.push(what);
         }
@@ -329,15 +338,8 @@ impl Worker {
         let id = write.id();
         let key = id % 16;
         let lock = self.rng.chance(0.3);
-        let st = self.budget_statement();
-        let mut conn = guarded(
-            &self.watchdog,
-            "acquire",
-            self.config.acquire_timeout,
-            db.acquire(),
-        )
-        .await?;
-        self.probe(&mut conn).await?;
+        let st = self.config.statement_timeout;
+        let mut conn = self.checkout(db.acquire()).await?;
         let mut tx = guarded(&self.watchdog, "begin", st, conn.begin()).await?;
         guarded(
             &self.watchdog,
@@ -369,7 +371,7 @@ impl Worker {
         guarded(
             &self.watchdog,
             "one-shot insert",
-            self.config.acquire_timeout + self.budget_statement(),
+            self.config.acquire_timeout + self.config.statement_timeout,
             db.execute(
                 "INSERT INTO ledger (id, worker) VALUES ($1, $2)",
                 &[&id, &self.id],
@@ -380,16 +382,9 @@ impl Worker {
     }
 
     async fn read(&mut self, db: &mut Db, big: bool, sleep: bool) -> Result<(), Failure> {
-        let st = self.budget_statement();
+        let st = self.config.statement_timeout;
         let modulo = self.rng.below(7) as i64;
-        let mut conn = guarded(
-            &self.watchdog,
-            "acquire",
-            self.config.acquire_timeout,
-            db.acquire(),
-        )
-        .await?;
-        self.probe(&mut conn).await?;
+        let mut conn = self.checkout(db.acquire()).await?;
         if big {
             let rows = guarded(
                 &self.watchdog,
@@ -422,17 +417,10 @@ impl Worker {
     }
 
     async fn session_lock(&mut self, db: &mut Db) -> Result<(), Failure> {
-        let st = self.budget_statement();
+        let st = self.config.statement_timeout;
         let key = 1_000_000 + i64::from(self.id);
         let unlock = self.rng.chance(0.5);
-        let mut conn = guarded(
-            &self.watchdog,
-            "acquire",
-            self.config.acquire_timeout,
-            db.acquire(),
-        )
-        .await?;
-        self.probe(&mut conn).await?;
+        let mut conn = self.checkout(db.acquire()).await?;
         let lock = guarded(
             &self.watchdog,
             "try_advisory_lock",
@@ -484,7 +472,7 @@ impl Worker {
                 }
                 pick -= u64::from(*w);
             }
-            self.report.lock().unwrap_or_else(|p| p.into_inner()).ops += 1;
+            lock_report(&self.report).ops += 1;
             let outcome = match op {
                 0 | 1 => {
                     let mut write = Write::start(&ledger);
@@ -507,7 +495,7 @@ impl Worker {
             };
             match outcome {
                 Ok(()) => {
-                    self.report.lock().unwrap_or_else(|p| p.into_inner()).ok += 1;
+                    lock_report(&self.report).ok += 1;
                 }
                 Err(Failure::Pool(e)) => {
                     record_error(&self.report, &e);
@@ -515,10 +503,7 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(Failure::Overrun) => {
-                    self.report
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .overruns += 1;
+                    lock_report(&self.report).overruns += 1;
                 }
                 Err(Failure::BadHandout) => {}
             }
@@ -568,10 +553,7 @@ impl Workload {
 
     /// What the workload did so far.
     pub fn report(&self) -> WorkloadReport {
-        self.report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock_report(&self.report).clone()
     }
 
     /// Asks the tasks to stop after their current operation, without waiting.
@@ -580,20 +562,15 @@ impl Workload {
     }
 
     /// Stops the tasks (each finishes its current operation) and returns the report.
-    pub async fn stop(self) -> WorkloadReport {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
+    pub async fn stop(mut self) -> WorkloadReport {
+        self.signal_stop();
+        for task in std::mem::take(&mut self.tasks) {
             if let Err(e) = task.await {
-                self.report
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                lock_report(&self.report)
                     .unexplained
                     .push(format!("a workload task failed: {e}"));
             }
         }
-        self.report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.report()
     }
 }

@@ -107,6 +107,18 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (one or more statements) on a fresh plain client connected
+    /// to this database, e.g. to create a test's tables.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the connection or a statement fails.
+    pub async fn batch_execute(&self, sql: &str) {
+        if let Err(e) = self.connect().await.batch_execute(sql).await {
+            panic!("running {sql:?} on {}: {}", self.url, error_chain(&e));
+        }
+    }
+
     /// A plain client connected to the server's admin database (`postgres`
     /// by default), e.g. to inspect `pg_stat_activity` or `pg_database`.
     ///

@@ -3,9 +3,7 @@
 //! transactions), and a dropped `pg_sleep(30)`.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use pool_core::{Isolation, Pool, TxOptions};
@@ -15,6 +13,7 @@ use tests::faults::rng::Rng;
 use tests::faults::sampler::{Sampler, SamplerConfig};
 use tests::faults::watchdog::Watchdog;
 use tests::faults::workload::WorkloadReport;
+use tests::poll::poll_n_then_drop;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
@@ -22,29 +21,51 @@ use crate::rig::*;
 
 /// Drops `fut` after `polls` polls (yielding in between, less than a round trip), or
 /// after `timer` if given instead. Returns whether it completed.
-async fn drop_after<F: Future>(fut: F, polls: u64, timer: Option<Duration>) -> bool {
+async fn drop_after<F: Future>(fut: F, polls: usize, timer: Option<Duration>) -> bool {
     if let Some(after) = timer {
         return tokio::time::timeout(after, fut).await.is_ok();
     }
-    let mut fut = pin!(fut);
-    for _ in 0..polls {
-        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        if polled.is_ready() {
-            return true;
-        }
-        tokio::task::yield_now().await;
-    }
-    false
+    poll_n_then_drop(fut, polls).await
 }
 
 #[derive(Default)]
 struct Tally {
-    iterations: u64,
     completed: u64,
     dropped: u64,
     panics: u64,
     checked: u64,
     dirty: Vec<String>,
+}
+
+impl Tally {
+    /// Operations run: each one either completed or was dropped.
+    fn iterations(&self) -> u64 {
+        self.completed + self.dropped
+    }
+
+    /// Adds another tally's counts to this one.
+    fn merge(&mut self, other: Tally) {
+        self.completed += other.completed;
+        self.dropped += other.dropped;
+        self.panics += other.panics;
+        self.checked += other.checked;
+        self.dirty.extend(other.dirty);
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} operations ({} completed, {} dropped, {} panics), {} next borrowers checked, {} dirty",
+            self.iterations(),
+            self.completed,
+            self.dropped,
+            self.panics,
+            self.checked,
+            self.dirty.len()
+        )
+    }
 }
 
 struct Fuzzer {
@@ -56,9 +77,36 @@ struct Fuzzer {
 }
 
 impl Fuzzer {
+    /// A fuzzer of `pool`, whose calls `watchdog` watches, writing to the rig's ledger
+    /// under the rig's deadlines.
+    fn new(rig: &Rig, pool: Pool, watchdog: Arc<Watchdog>) -> Fuzzer {
+        Fuzzer {
+            pool,
+            ledger: Arc::clone(&rig.ledger),
+            watchdog,
+            acquire: rig.settings.acquire,
+            statement: rig.settings.statement,
+        }
+    }
+
+    /// `iterations` random operations, each dropped at a random point and followed by a
+    /// check of the next borrower.
+    async fn run(&self, rng: &mut Rng, admin: &Client, iterations: u32) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..iterations {
+            if self.op(rng, &mut tally).await {
+                tally.completed += 1;
+            } else {
+                tally.dropped += 1;
+            }
+            self.check_next(admin, &mut tally).await;
+        }
+        tally
+    }
+
     /// One random operation, dropped at a random point. Returns whether it completed.
     async fn op(&self, rng: &mut Rng, tally: &mut Tally) -> bool {
-        let polls = rng.below(60);
+        let polls = rng.below(60) as usize;
         let timer = rng
             .chance(0.4)
             .then(|| rng.duration(Duration::ZERO, Duration::from_millis(6)));
@@ -322,31 +370,10 @@ async fn cancellation_fuzz() {
     }));
     // Part 1: a pool of one connection, one task: every drop lands on the connection the
     // next borrower gets.
-    let single = Fuzzer {
-        pool: rig.pool.clone(),
-        ledger: Arc::clone(&rig.ledger),
-        watchdog: Arc::clone(&rig.watchdog),
-        acquire: rig.settings.acquire,
-        statement: rig.settings.statement,
-    };
-    let mut tally = Tally::default();
-    for _ in 0..500 {
-        tally.iterations += 1;
-        if single.op(&mut rng, &mut tally).await {
-            tally.completed += 1;
-        } else {
-            tally.dropped += 1;
-        }
-        single.check_next(&admin, &mut tally).await;
-    }
+    let single = Fuzzer::new(&rig, rig.pool.clone(), Arc::clone(&rig.watchdog));
+    let mut tally = single.run(&mut rng, &admin, 500).await;
     let sampled_single = sampler.stop().await;
-    figures.add(
-        "max_size 1",
-        format!(
-            "{} operations ({} completed, {} dropped, {} panics), {} next borrowers checked, {} dirty",
-            tally.iterations, tally.completed, tally.dropped, tally.panics, tally.checked, tally.dirty.len()
-        ),
-    );
+    figures.add("max_size 1", &tally);
     // Part 2: six connections, eight tasks racing: drops while queued for a connection.
     let app = format!("{}-b", rig.app);
     let pool = Pool::builder(rig.proxy.config(&rig.direct))
@@ -364,49 +391,19 @@ async fn cancellation_fuzz() {
     );
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let fuzzer = Fuzzer {
-                pool: pool.clone(),
-                ledger: Arc::clone(&rig.ledger),
-                watchdog: Arc::clone(&watchdog),
-                acquire: rig.settings.acquire,
-                statement: rig.settings.statement,
-            };
+            let fuzzer = Fuzzer::new(&rig, pool.clone(), Arc::clone(&watchdog));
             let admin = Arc::clone(&admin);
             let mut rng = rng.fork();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                for _ in 0..200 {
-                    tally.iterations += 1;
-                    if fuzzer.op(&mut rng, &mut tally).await {
-                        tally.completed += 1;
-                    } else {
-                        tally.dropped += 1;
-                    }
-                    fuzzer.check_next(&admin, &mut tally).await;
-                }
-                tally
-            })
+            tokio::spawn(async move { fuzzer.run(&mut rng, &admin, 200).await })
         })
         .collect();
     let mut racing = Tally::default();
     for t in tasks {
-        let t = t.await.unwrap();
-        racing.iterations += t.iterations;
-        racing.completed += t.completed;
-        racing.dropped += t.dropped;
-        racing.panics += t.panics;
-        racing.checked += t.checked;
-        racing.dirty.extend(t.dirty);
+        racing.merge(t.await.unwrap());
     }
     let sampled_racing = sampler.stop().await;
     let status = pool.status();
-    figures.add(
-        "max_size 6, 8 tasks",
-        format!(
-            "{} operations ({} completed, {} dropped, {} panics), {} next borrowers checked, {} dirty",
-            racing.iterations, racing.completed, racing.dropped, racing.panics, racing.checked, racing.dirty.len()
-        ),
-    );
+    figures.add("max_size 6, 8 tasks", &racing);
     figures.add("fuzz time", format!("{} ms", started.elapsed().as_millis()));
     let single_status = rig.pool.status();
     figures.add(
@@ -430,18 +427,16 @@ async fn cancellation_fuzz() {
         Err(e) => panic!("{e}"),
     }
     assert!(pool.holders().is_empty() && rig.pool.holders().is_empty());
-    let mut dirty = tally.dirty;
-    dirty.extend(racing.dirty);
+    tally.merge(racing);
     let mut report = WorkloadReport {
-        bad_handouts: dirty,
+        bad_handouts: tally.dirty,
         ..WorkloadReport::default()
     };
-    report.overruns = watchdog.report().overruns.len() as u64;
+    let overruns = watchdog.report().overruns;
+    report.overruns = overruns.len() as u64;
     let mut sampled = sampled_single;
     sampled.violations.extend(sampled_racing.violations);
-    for o in watchdog.report().overruns {
-        sampled.violations.push(o);
-    }
+    sampled.violations.extend(overruns);
     rig.check(&mut figures, &report, &sampled).await;
 }
 

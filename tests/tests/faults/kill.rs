@@ -5,9 +5,24 @@ use std::time::Duration;
 
 use tests::faults::explain::Category;
 use tests::faults::health::Figures;
+use tests::faults::workload::WorkloadReport;
 use tokio::time::Instant;
 
 use crate::rig::*;
+
+/// Every error the workload saw is a lost connection whose root cause is the server
+/// terminating the backend.
+fn assert_only_terminations(report: &WorkloadReport) {
+    assert_eq!(
+        report.error_count(),
+        report.errors_of(Category::Broken),
+        "{report}"
+    );
+    assert_roots(
+        report,
+        &["57P01", "terminating connection", "connection closed"],
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_backends_terminated() {
@@ -53,15 +68,7 @@ async fn idle_backends_terminated() {
     figures.add("phase 2: errors reaching callers", report.error_count());
     let sampled = sampler.stop().await;
     assert!(health < Duration::from_secs(5));
-    assert_eq!(
-        report.error_count(),
-        report.errors_of(Category::Broken),
-        "{report}"
-    );
-    assert_roots(
-        &report,
-        &["57P01", "terminating connection", "connection closed"],
-    );
+    assert_only_terminations(&report);
     rig.check(&mut figures, &report, &sampled).await;
 }
 
@@ -109,14 +116,6 @@ async fn backend_terminated_mid_query() {
     );
     assert!(health < Duration::from_secs(5));
     assert!(report.errors_of(Category::Broken) >= 1, "{report}");
-    assert_eq!(
-        report.error_count(),
-        report.errors_of(Category::Broken),
-        "{report}"
-    );
-    assert_roots(
-        &report,
-        &["57P01", "terminating connection", "connection closed"],
-    );
+    assert_only_terminations(&report);
     rig.check(&mut figures, &report, &sampled).await;
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pool_core::{Db, Error};
 use tests::faults::explain::{Category, explain};
 use tests::faults::health::Figures;
 use tests::faults::proxy::{Accept, Fault};
@@ -60,16 +61,46 @@ async fn blackholed_established_connections() {
     assert!(settled, "partitioned backends never went away");
     let sampled = sampler.stop().await;
     assert!(report.error_count() > 0, "{report}");
-    for category in report.errors.keys() {
-        assert!(
-            matches!(
-                category,
-                Category::StatementTimeout | Category::Broken | Category::AcquireTimeout
-            ),
-            "{report}"
-        );
-    }
+    assert_categories(
+        &report,
+        &[
+            Category::StatementTimeout,
+            Category::Broken,
+            Category::AcquireTimeout,
+        ],
+    );
     rig.check(&mut figures, &report, &sampled).await;
+}
+
+/// The first call after the fault: it must end within its deadline (else the watchdog
+/// fails it), as a statement timeout.
+async fn first_call_times_out<T: std::fmt::Debug>(
+    watchdog: &Watchdog,
+    label: &str,
+    statement: Duration,
+    call: impl Future<Output = Result<T, Error>>,
+) {
+    let first = watchdog
+        .call(label, statement, call)
+        .await
+        .expect("the first statement overran")
+        .unwrap_err();
+    assert_eq!(
+        explain(&first).unwrap().category,
+        Category::StatementTimeout,
+        "{first}"
+    );
+}
+
+/// Ends the fault and checks that the pool serves a working connection again.
+async fn heal_and_answer(rig: &Rig, db: &mut Db) {
+    rig.proxy.heal().await;
+    db.acquire()
+        .await
+        .unwrap()
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +114,7 @@ async fn a_statement_after_a_timeout_keeps_its_own_deadline_during_a_partition()
     };
     let rig = Rig::new("partition-deadlines", Target::Shared, settings, |b| b).await;
     let mut figures = Figures::new(&rig.name);
-    let watchdog = Watchdog::new(rig.pool.clone());
+    let watchdog = &rig.watchdog;
     let statement = rig.settings.statement;
     let mut db = rig.pool.db();
     let mut errors = Vec::new();
@@ -96,16 +127,7 @@ async fn a_statement_after_a_timeout_keeps_its_own_deadline_during_a_partition()
     {
         let mut conn = db.acquire().await.unwrap();
         partition().await;
-        let first = watchdog
-            .call("query", statement, conn.execute("SELECT 1", &[]))
-            .await
-            .expect("the first statement overran")
-            .unwrap_err();
-        assert_eq!(
-            explain(&first).unwrap().category,
-            Category::StatementTimeout,
-            "{first}"
-        );
+        first_call_times_out(watchdog, "query", statement, conn.execute("SELECT 1", &[])).await;
         // The next call on the same connection must fail within its own deadline too,
         // not wait out the recovery of the first (cancel request + drain).
         let started = Instant::now();
@@ -123,27 +145,12 @@ async fn a_statement_after_a_timeout_keeps_its_own_deadline_during_a_partition()
         assert!(e.to_string().contains("before it was sent"), "{e}");
         errors.push(e);
     }
-    rig.proxy.heal().await;
-    db.acquire()
-        .await
-        .unwrap()
-        .query_one("SELECT 1", &[])
-        .await
-        .unwrap();
+    heal_and_answer(&rig, &mut db).await;
     {
         let mut conn = db.acquire().await.unwrap();
         let mut tx = conn.begin().await.unwrap();
         partition().await;
-        let first = watchdog
-            .call("insert", statement, tx.execute("SELECT 1", &[]))
-            .await
-            .expect("the first statement overran")
-            .unwrap_err();
-        assert_eq!(
-            explain(&first).unwrap().category,
-            Category::StatementTimeout,
-            "{first}"
-        );
+        first_call_times_out(watchdog, "insert", statement, tx.execute("SELECT 1", &[])).await;
         let started = Instant::now();
         let second = watchdog.call("rollback", statement, tx.rollback()).await;
         figures.add(
@@ -154,13 +161,7 @@ async fn a_statement_after_a_timeout_keeps_its_own_deadline_during_a_partition()
             errors.push(e);
         }
     }
-    rig.proxy.heal().await;
-    db.acquire()
-        .await
-        .unwrap()
-        .query_one("SELECT 1", &[])
-        .await
-        .unwrap();
+    heal_and_answer(&rig, &mut db).await;
     // A slow network instead: the interrupted statement's recovery (cancel request,
     // drain, probe) succeeds, but takes several round trips.
     rig.proxy.set_all(Fault::Latency {
@@ -169,20 +170,13 @@ async fn a_statement_after_a_timeout_keeps_its_own_deadline_during_a_partition()
     });
     {
         let mut conn = db.acquire().await.unwrap();
-        let first = watchdog
-            .call(
-                "slow query",
-                statement,
-                conn.execute("SELECT pg_sleep(1)", &[]),
-            )
-            .await
-            .expect("the first statement overran")
-            .unwrap_err();
-        assert_eq!(
-            explain(&first).unwrap().category,
-            Category::StatementTimeout,
-            "{first}"
-        );
+        first_call_times_out(
+            watchdog,
+            "slow query",
+            statement,
+            conn.execute("SELECT pg_sleep(1)", &[]),
+        )
+        .await;
         let started = Instant::now();
         let second = watchdog
             .call(
@@ -335,11 +329,6 @@ async fn connections_reset_after_k_bytes_or_closed_mid_result() {
     assert!(health < Duration::from_secs(5));
     assert!(proxy.resets >= 5, "{proxy:?}");
     assert!(report.errors_of(Category::Broken) > 0, "{report}");
-    for category in report.errors.keys() {
-        assert!(
-            matches!(category, Category::Broken | Category::AcquireTimeout),
-            "{report}"
-        );
-    }
+    assert_categories(&report, &[Category::Broken, Category::AcquireTimeout]);
     rig.check(&mut figures, &report, &sampled).await;
 }

@@ -63,11 +63,7 @@ async fn pgbouncer_transaction_mode() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let tdb = test_db().await;
-    tdb.connect()
-        .await
-        .batch_execute(ledger::CREATE_TABLE)
-        .await
-        .unwrap();
+    tdb.batch_execute(ledger::CREATE_TABLE).await;
     let mut figures = Figures::new("pgbouncer-transaction-mode");
     let seed = seed("pgbouncer-transaction-mode");
     // Without the option, named statements break, cache or no cache.

@@ -8,6 +8,7 @@ use pool_core::{Error, Pool};
 use tests::faults::explain::{Category, explain};
 use tests::faults::health::Figures;
 use tests::faults::proxy::Accept;
+use tests::faults::workload::WorkloadReport;
 use tests::harness::PrivateCluster;
 use tokio::time::Instant;
 
@@ -32,7 +33,7 @@ async fn server_restart_fast_and_immediate_under_load() {
     .await;
     let mut figures = Figures::new(&rig.name);
     let sampler = rig.sampler();
-    let mut reports = Vec::new();
+    let mut all = WorkloadReport::default();
     for immediate in [false, true] {
         let mode = if immediate { "immediate" } else { "fast" };
         let work = rig.workload();
@@ -62,11 +63,9 @@ async fn server_restart_fast_and_immediate_under_load() {
         assert!(health < Duration::from_millis(4700));
         let report = work.stop().await;
         figures.add(&format!("{mode} restart: workload"), &report);
-        reports.push(report);
+        all.merge(report);
     }
     let sampled = sampler.stop().await;
-    let mut all = reports.remove(0);
-    all.merge(reports.remove(0));
     assert!(
         all.error_count() > 0,
         "the restarts were not noticed: {all}"
@@ -281,7 +280,7 @@ async fn deaf_startup_and_stopped_postmaster() {
     let mut figures = Figures::new(&rig.name);
     let admin = rig.client().await;
     let sampler = rig.sampler();
-    let mut all = Vec::new();
+    let mut all = WorkloadReport::default();
     for stopped in [false, true] {
         let phase = if stopped {
             "stopped postmaster"
@@ -327,10 +326,8 @@ async fn deaf_startup_and_stopped_postmaster() {
                 "connection reset",
             ],
         );
-        all.push(report);
+        all.merge(report);
     }
     let sampled = sampler.stop().await;
-    let mut report = all.remove(0);
-    report.merge(all.remove(0));
-    rig.check(&mut figures, &report, &sampled).await;
+    rig.check(&mut figures, &all, &sampled).await;
 }

@@ -15,6 +15,7 @@ use tests::faults::sampler::{Sampler, SamplerConfig, SamplerReport};
 use tests::faults::watchdog::Watchdog;
 use tests::faults::workload::{Workload, WorkloadConfig, WorkloadReport};
 use tests::harness::{PrivateCluster, TestDb, test_db};
+use tests::poll::eventually_every;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// One scenario at a time: the deadlines are checked to 100 ms, and two fault scenarios
@@ -324,22 +325,13 @@ impl Rig {
     }
 }
 
-/// Polls `f` until it returns true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+/// Polls `f` every 10 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_every(within, Duration::from_millis(10), f).await
 }
 
 /// Asserts that every error of `category` the workload saw has a root cause matching
@@ -353,5 +345,12 @@ pub fn assert_roots(work: &WorkloadReport, needles: &[&str]) {
                 .any(|needle| lower.contains(&needle.to_lowercase())),
             "{n} error(s) with an unexpected root cause: {root}\n{work}"
         );
+    }
+}
+
+/// Asserts that the workload saw errors of the `allowed` categories only.
+pub fn assert_categories(work: &WorkloadReport, allowed: &[Category]) {
+    for category in work.errors.keys() {
+        assert!(allowed.contains(category), "{work}");
     }
 }

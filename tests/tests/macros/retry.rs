@@ -24,7 +24,10 @@ async fn increment(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_failures_are_retried_and_counts_are_exact() {
     let (tdb, builder) = setup().await;
-    tdb.connect().await.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)").await.unwrap();
+    tdb.batch_execute(
+        "CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)",
+    )
+    .await;
     let pool = builder.max_size(8).build().unwrap();
     let attempts = Arc::new(AtomicU32::new(0));
     const TASKS: i64 = 8;

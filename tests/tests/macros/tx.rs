@@ -35,25 +35,10 @@ async fn insert_then_sleep(tx: &mut Tx, x: i32) -> Result<(), Error> {
     Ok(())
 }
 
-async fn rows(tdb: &tests::harness::TestDb) -> Vec<i32> {
-    tdb.connect()
-        .await
-        .query("SELECT x FROM t ORDER BY x", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn commits_on_ok_and_rolls_back_on_err_panic_and_cancel() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let admin = tdb.admin().await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
@@ -108,20 +93,12 @@ async fn inner(tx: &mut Tx, fail: bool) -> Result<(), Error> {
 #[tokio::test]
 async fn nested_calls_are_savepoints() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
     outer(&mut db, true).await.unwrap();
     assert_eq!(rows(&tdb).await, vec![10, 30]);
-    tdb.connect()
-        .await
-        .batch_execute("DELETE FROM t")
-        .await
-        .unwrap();
+    tdb.batch_execute("DELETE FROM t").await;
     outer(&mut db, false).await.unwrap();
     assert_eq!(rows(&tdb).await, vec![10, 20, 30]);
     assert_eq!(pool.status().counters.acquires, 2);
@@ -150,11 +127,8 @@ async fn snapshot(tx: &mut Tx) -> Result<(i64, String, String), Error> {
 #[tokio::test]
 async fn options_reach_the_server_and_with_conn_helpers_join_the_transaction() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await;
     let pool = builder.max_size(1).build().unwrap();
     let (n, iso, ro) = snapshot(&mut pool.db()).await.unwrap();
     assert_eq!((n, iso.as_str(), ro.as_str()), (1, "repeatable read", "on"));
@@ -177,11 +151,8 @@ impl Tally {
 #[tokio::test]
 async fn mut_self_methods_work() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3)")
+        .await;
     let pool = builder.max_size(1).build().unwrap();
     let mut tally = Tally { rows: 0 };
     tally.refresh(&mut pool.db(), 0).await.unwrap();

@@ -119,11 +119,8 @@ impl Counter for Repo {
 #[tokio::test]
 async fn works_on_methods_generics_and_trait_impls() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
+        .await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
     let repo = Repo { table: "t" };

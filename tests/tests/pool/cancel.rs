@@ -3,29 +3,12 @@
 //! borrower's connection clean.
 
 use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use pool_core::{Pool, TxOptions};
+use tests::poll::poll_n_then_drop;
 
 use crate::common::*;
-
-/// Polls `fut` up to `n` times, letting the runtime make progress in between, then
-/// drops it. Returns whether it completed.
-async fn poll_n_then_drop<F: Future>(fut: F, n: usize) -> bool {
-    let mut fut = pin!(fut);
-    for _ in 0..n {
-        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        if polled.is_ready() {
-            return true;
-        }
-        // Let the connection's I/O task run, but less than a round trip, so that the
-        // drop lands between every pair of protocol messages at some N.
-        tokio::task::yield_now().await;
-    }
-    false
-}
 
 /// Runs `op` on a fresh checkout for N = 0, 1, 2 … until it completes within N polls,
 /// checking the pool and the next borrower after each drop.
@@ -120,11 +103,7 @@ async fn begin_dropped_at_every_point() {
 async fn commit_and_rollback_dropped_at_every_point() {
     let (tdb, builder) = setup().await;
     let admin = tdb.admin().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let pool = builder.max_size(1).build().unwrap();
     for commit in [true, false] {
         fuzz(

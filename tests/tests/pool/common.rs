@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use pool_core::{Builder, Pool};
 use tests::harness::{TestDb, test_db};
+use tests::poll::eventually_every;
 use tokio_postgres::Client;
 
 /// A fresh database and a pool builder pointed at it, with short deadlines so a
@@ -15,6 +16,18 @@ pub async fn setup() -> (TestDb, Builder) {
         .connect_timeout(Duration::from_secs(5))
         .statement_timeout(Duration::from_secs(10));
     (db, builder)
+}
+
+/// The values of column `x` of table `t`, in order, read on a fresh plain client.
+pub async fn rows(tdb: &TestDb) -> Vec<i32> {
+    tdb.connect()
+        .await
+        .query("SELECT x FROM t ORDER BY x", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The backends of our pool in this database, as `(pid, state)` from `pg_stat_activity`.
@@ -44,22 +57,13 @@ pub async fn backend_state(admin: &Client, pid: i32) -> Option<String> {
         .map(|r| r.get(0))
 }
 
-/// Polls `f` until it returns true or `within` passes; returns the last answer.
-pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+/// Polls `f` every 20 ms until it returns true or `within` passes; returns the last answer.
+pub async fn eventually<F, Fut>(within: Duration, f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_every(within, Duration::from_millis(20), f).await
 }
 
 /// Whether a backend is inside a transaction block, from the server's view.

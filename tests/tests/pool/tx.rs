@@ -16,11 +16,7 @@ async fn count(tdb: &tests::harness::TestDb) -> i64 {
 #[tokio::test]
 async fn commit_rollback_and_drop() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let admin = tdb.admin().await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
@@ -57,11 +53,7 @@ async fn commit_rollback_and_drop() {
 #[tokio::test]
 async fn savepoints_roll_back_alone() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
     let mut conn = db.acquire().await.unwrap();
@@ -95,26 +87,13 @@ async fn savepoints_roll_back_alone() {
         sp.commit().await.unwrap();
     }
     tx.commit().await.unwrap();
-    let rows: Vec<i32> = tdb
-        .connect()
-        .await
-        .query("SELECT x FROM t ORDER BY x", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rows, vec![1, 3, 4]);
+    assert_eq!(rows(&tdb).await, vec![1, 3, 4]);
 }
 
 #[tokio::test]
 async fn a_failed_transaction_cannot_commit_silently() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE t (x int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE t (x int)").await;
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
     let mut conn = db.acquire().await.unwrap();
@@ -133,11 +112,8 @@ async fn a_failed_transaction_cannot_commit_silently() {
 #[tokio::test]
 async fn transaction_only_statements_run_in_a_transaction_and_are_refused_outside() {
     let (tdb, builder) = setup().await;
-    tdb.connect()
-        .await
-        .batch_execute("CREATE TABLE account (id int, cents int)")
-        .await
-        .unwrap();
+    tdb.batch_execute("CREATE TABLE account (id int, cents int)")
+        .await;
     // pg_locks is cluster-wide, but `'account'::regclass` resolves in the test database.
     let admin = tdb.connect().await;
     let pool = builder.max_size(1).build().unwrap();
