@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::error::{DbError, SqlState};
 
-use crate::status::{Holder, Site, Status};
+use crate::status::{DisplayDuration, Holder, Site, Status};
 
 /// `Result` with this crate's [`enum@Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,6 +22,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The pool was configured with an invalid value.
     #[error("invalid pool configuration: `{field}` {problem}")]
+    #[non_exhaustive]
     Config {
         /// The builder method or URL part at fault.
         field: &'static str,
@@ -39,6 +40,7 @@ pub enum Error {
         "could not connect to the database{}; check the URL, credentials and that the database exists",
         code_suffix(.source)
     )]
+    #[non_exhaustive]
     Connect {
         /// The driver's error.
         #[source]
@@ -54,6 +56,7 @@ pub enum Error {
          for another, and the pool would deadlock. Pass the held connection down (`&mut conn`) \
          instead of checking out again, or take both at once with `db.acquire_many(2)`"
     )]
+    #[non_exhaustive]
     NestedCheckout {
         /// Where the connection this task already holds was checked out.
         first: Site,
@@ -67,6 +70,7 @@ pub enum Error {
         "too many tasks waiting for a connection ({waiting} already queued, max_waiting = {max_waiting}); \
          shed load, raise max_size or max_waiting, or shorten what holds connections"
     )]
+    #[non_exhaustive]
     TooManyWaiters {
         /// How many tasks were waiting.
         waiting: usize,
@@ -93,6 +97,7 @@ pub enum Error {
     #[error(
         "the connection to the server was lost ({what}); the pool discards it, retry on a fresh connection"
     )]
+    #[non_exhaustive]
     Broken {
         /// What was going on when the connection was found broken.
         what: &'static str,
@@ -105,6 +110,7 @@ pub enum Error {
     /// means where it was run (a `LOCK TABLE` outside a transaction, a `SET` on a one-shot
     /// statement whose connection goes straight back to the pool, a raw `BEGIN`).
     #[error("refused `{statement}`: {reason}")]
+    #[non_exhaustive]
     Refused {
         /// The start of the statement.
         statement: String,
@@ -399,24 +405,6 @@ impl std::error::Error for Timeout {
         self.last_connect_error
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-/// Formats a duration the way people read them: `1.5s`, `250ms`, `12µs`.
-pub(crate) struct DisplayDuration(pub(crate) Duration);
-
-impl fmt::Display for DisplayDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d >= Duration::from_secs(60) {
-            write!(f, "{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-        } else if d >= Duration::from_secs(1) {
-            write!(f, "{:.1}s", d.as_secs_f64())
-        } else if d >= Duration::from_millis(1) {
-            write!(f, "{}ms", d.as_millis())
-        } else {
-            write!(f, "{}µs", d.as_micros())
-        }
     }
 }
 

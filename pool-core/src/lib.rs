@@ -4,32 +4,24 @@
 // boxing keeps each move a pointer copy.
 #![allow(clippy::vec_box)]
 
-mod acquire;
-mod config;
-mod conn;
-mod connect;
-mod db;
-mod error;
-mod locks;
-mod maintain;
-mod pool;
-mod pooled;
-mod reset;
-mod source;
+// The layers, from the bottom up; each uses only those above it in this list (see
+// docs/architecture.md).
 mod status;
+mod error;
+mod random;
 mod stmt;
-mod sweeper;
-mod tx;
+mod conn;
+mod config;
+mod engine;
+mod api;
 
-pub use acquire::Acquire;
+pub use api::{
+    Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, LockMode, Pool,
+    PooledConn, Tx, TxOptions, TxSource,
+};
 pub use config::{Builder, ConfigSource, NestedCheckout};
 pub use conn::Conn;
-pub use db::Db;
 pub use error::{Error, Result, Timeout, TimeoutKind};
-pub use locks::{AdvisoryLock, LockMode};
-pub use pool::Pool;
-pub use pooled::{ConnSet, PooledConn};
-pub use source::{ConnSource, FreshTxSource, TxSource};
 pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};
 pub use stmt::{
     ConnSql, OneShotSql, Plain, Prepared, SessionState, Sql, StatementFuture, Stmt, StmtKind,
@@ -38,7 +30,6 @@ pub use stmt::{
 pub use tokio_postgres;
 pub use tokio_postgres::types::ToSql;
 pub use tokio_postgres::{Notification, Row, Statement};
-pub use tx::{Isolation, Tx, TxOptions};
 
 #[doc(inline)]
 pub use pool_macros::{sql, transactional, with_conn};

@@ -1,14 +1,32 @@
-//! Runtime support for the code `#[with_conn]` and `#[transactional]` expand to.
+//! Runtime support for the code `#[with_conn]` and `#[transactional]` expand to, and
+//! the hooks tests and benchmarks use.
 //! `#[doc(hidden)]` and not public API: no stability promise.
 
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::api::{Tx, TxOptions};
+use crate::config::Builder;
 use crate::conn::Conn;
 use crate::error::{Error, Result};
-use crate::tx::{Tx, TxOptions};
 
-pub use crate::source::{Checkout, ConnRef};
+pub use crate::api::source::{Checkout, ConnRef};
+
+/// Benchmarks only: `false` turns off the holder records (checkout site, task, time) and
+/// with them the nested-checkout check, leak warnings and the holders listed by
+/// `holders()` and timeout errors, to measure what that bookkeeping costs.
+pub fn bookkeeping(builder: Builder, on: bool) -> Builder {
+    builder.bookkeeping(on)
+}
+
+/// When the connection was seen closed by the task reading its messages. Lets the fault
+/// tests tell a connection handed out already dead (a pool bug) from one that died after
+/// it was handed out (which no pool can prevent).
+pub fn closed_at(conn: &Conn) -> Option<Instant> {
+    conn.closed_at()
+}
 
 /// The error type of a `#[with_conn]`/`#[transactional]` function must be able to carry
 /// the pool's errors: checking out, beginning and committing can fail.
@@ -122,7 +140,7 @@ fn backoff(attempt: u32, base_ms: u64, why: &dyn std::fmt::Display) -> tokio::ti
     let ceiling = base_ms
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(2_000);
-    let wait = ceiling / 2 + crate::connect::random_u64() % (ceiling / 2 + 1);
+    let wait = ceiling / 2 + crate::random::random_u64() % (ceiling / 2 + 1);
     tracing::debug!(target: "pool_core", attempt, wait_ms = wait, "retrying transaction: {why}");
     tokio::time::sleep(Duration::from_millis(wait))
 }

@@ -1,11 +1,12 @@
-//! What the pool can tell about itself: status, counters, holders.
+//! What the pool can tell about itself: status, counters, holders, and how durations
+//! are shown to people. The bottom layer: it uses no other module of the crate (errors
+//! are built on it, not the other way round).
 
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::error::DisplayDuration;
 
 /// A place in the source code where a connection was checked out, captured with
 /// `#[track_caller]`.
@@ -69,6 +70,7 @@ impl fmt::Display for TaskKey {
 
 /// One checked-out connection: where, by whom, for how long.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Holder {
     /// Where it was checked out.
     pub site: Site,
@@ -343,6 +345,24 @@ fn discarded_for(c: &Counters, r: DiscardReason) -> u64 {
         DiscardReason::FailedValidation => c.discarded_validation,
         DiscardReason::FailedReset => c.discarded_reset,
         DiscardReason::Closed => c.discarded_closed,
+    }
+}
+
+/// Formats a duration the way people read them: `1.5s`, `250ms`, `12µs`.
+pub(crate) struct DisplayDuration(pub(crate) Duration);
+
+impl fmt::Display for DisplayDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d >= Duration::from_secs(60) {
+            write!(f, "{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+        } else if d >= Duration::from_secs(1) {
+            write!(f, "{:.1}s", d.as_secs_f64())
+        } else if d >= Duration::from_millis(1) {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            write!(f, "{}µs", d.as_micros())
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Parsing the attributes' options. Values keep their spans so that errors — including
+//! Parsing the macros' options. Values keep their spans so that errors — including
 //! ones about combinations of options — point at the token at fault.
 
 use proc_macro2::Span;
@@ -60,18 +60,30 @@ fn set_once<T>(slot: &mut Option<Spanned<T>>, value: T, span: Span, name: &str) 
     Ok(())
 }
 
-/// `crate = "path"`, recorded once in `slot` (with the span of `crate`).
-fn parse_crate(input: ParseStream<'_>, slot: &mut Option<Spanned<syn::Path>>) -> syn::Result<()> {
-    let token: Token![crate] = input.parse()?;
-    input.parse::<Token![=]>()?;
-    let lit: LitStr = input.parse()?;
-    let path = lit.parse::<syn::Path>().map_err(|_| {
+/// `crate = "path"`, recorded once in `slot` (with the span of `crate`). The one parser
+/// of this option, for the attributes and `sql!` alike.
+pub(crate) fn parse_crate(
+    input: ParseStream<'_>,
+    slot: &mut Option<Spanned<syn::Path>>,
+) -> syn::Result<()> {
+    let how = |span| {
         syn::Error::new(
-            lit.span(),
+            span,
             "`crate` takes a path in a string, e.g. crate = \"::my_reexport::pool_core\"",
         )
-    })?;
+    };
+    let token: Token![crate] = input.parse()?;
+    input.parse::<Token![=]>().map_err(|e| how(e.span()))?;
+    let lit: LitStr = input.parse().map_err(|e| how(e.span()))?;
+    let path = lit.parse::<syn::Path>().map_err(|_| how(lit.span()))?;
     set_once(slot, path, token.span, "crate")
+}
+
+/// The path of pool-core: `crate = "…"` if given, else `::pool_core`.
+pub(crate) fn crate_path(given: Option<&syn::Path>) -> syn::Path {
+    given
+        .cloned()
+        .unwrap_or_else(|| syn::parse_quote!(::pool_core))
 }
 
 fn parse_int<T: std::str::FromStr>(input: ParseStream<'_>, name: &str) -> syn::Result<T>

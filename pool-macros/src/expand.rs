@@ -9,7 +9,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Type, TypePath};
 
-use crate::args::{ConnArgs, Isolation, TxArgs};
+use crate::args::{ConnArgs, Isolation, TxArgs, crate_path};
 use crate::func::{Func, Which, analyze};
 
 /// On any error: the original item unchanged plus the error, so the user sees one error
@@ -22,13 +22,6 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 
 fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
-}
-
-/// The path of pool-core: `crate = "…"` if given, else `::pool_core`.
-fn crate_path(given: Option<&syn::Path>) -> syn::Path {
-    given
-        .cloned()
-        .unwrap_or_else(|| syn::parse_quote!(::pool_core))
 }
 
 /// The connection from `__pool_source`, checked out or reused, with a failure returned

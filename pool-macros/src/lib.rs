@@ -156,6 +156,22 @@ pub fn transactional(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok(()) }
 /// ```
 ///
+/// Option: `crate = "path"` first, when `pool_core` is re-exported under another path —
+/// the generated `Stmt` is then named through it:
+///
+/// ```no_run
+/// # fn main() {}
+/// // pool-core re-exported as `crate::pg`, and used only through it:
+/// mod pg {
+///     pub use pool_core::*;
+/// }
+///
+/// async fn demo(db: &mut pg::Db) -> Result<(), pg::Error> {
+///     db.execute(pg::sql!(crate = "crate::pg", "SELECT 1"), &[]).await?;
+///     Ok(())
+/// }
+/// ```
+///
 /// # Equivalent code without the macro
 ///
 /// A plain `&str`, classified the same way at run time: a misplaced statement is an

@@ -2,19 +2,56 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::LitStr;
+use syn::parse::{Parse, ParseStream};
+use syn::{LitStr, Token};
+
+use crate::args::{Spanned, crate_path, parse_crate};
+
+const USAGE: &str = "sql! takes one string literal: sql!(\"SELECT …\")";
+const USAGE_AFTER_CRATE: &str = "after `crate = \"path\"`, sql! takes a comma and one string literal: \
+                                 sql!(crate = \"path\", \"SELECT …\")";
+
+/// What `sql!` takes: an optional leading `crate = "path",`, then the statement.
+struct SqlInput {
+    krate: Option<Spanned<syn::Path>>,
+    lit: LitStr,
+}
+
+impl Parse for SqlInput {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut krate = None;
+        // A loop, not an `if`: a second `crate` is then reported as a duplicate.
+        while input.peek(Token![crate]) {
+            parse_crate(input, &mut krate)?;
+            let comma: Token![,] = input
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), USAGE_AFTER_CRATE))?;
+            if input.is_empty() {
+                // At the comma rather than at the whole invocation: the statement goes here.
+                return Err(syn::Error::new(comma.span, USAGE_AFTER_CRATE));
+            }
+        }
+        let usage = if krate.is_some() {
+            USAGE_AFTER_CRATE
+        } else {
+            USAGE
+        };
+        let lit: LitStr = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), usage))?;
+        if !input.is_empty() {
+            return Err(syn::Error::new(input.span(), usage));
+        }
+        Ok(SqlInput { krate, lit })
+    }
+}
 
 pub(crate) fn sql(input: TokenStream) -> TokenStream {
-    let lit = match syn::parse2::<LitStr>(input) {
-        Ok(lit) => lit,
-        Err(e) => {
-            return syn::Error::new(
-                e.span(),
-                "sql! takes one string literal: sql!(\"SELECT …\")",
-            )
-            .into_compile_error();
-        }
+    let SqlInput { krate, lit } = match syn::parse2::<SqlInput>(input) {
+        Ok(input) => input,
+        Err(e) => return e.into_compile_error(),
     };
+    let krate = crate_path(krate.as_ref().map(|(p, _)| p));
     let text = lit.value();
     match pool_sql::classify(&text) {
         Err(refusal) => syn::Error::new(lit.span(), refusal.to_string()).into_compile_error(),
@@ -28,7 +65,7 @@ pub(crate) fn sql(input: TokenStream) -> TokenStream {
                 pool_sql::Kind::TxOnly => quote!(TransactionOnly),
             };
             let touches = c.touches.bits();
-            quote!(::pool_core::Stmt::<::pool_core::#kind>::__new_unchecked(#lit, #touches))
+            quote!(#krate::Stmt::<#krate::#kind>::__new_unchecked(#lit, #touches))
         }
     }
 }

@@ -9,12 +9,20 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::{Shared, State};
 use crate::error::Error;
-use crate::pool::{Shared, State, Waiter};
-use crate::status::AtomicCounters;
+
+/// The sweeper's part of the pool's state.
+#[derive(Default)]
+pub(super) struct SweeperState {
+    /// The deadline sweeper task is running.
+    running: bool,
+    /// The deadline the sweeper sleeps until; `None` while it waits for a new waiter.
+    armed: Option<Instant>,
+}
 
 /// What a new waiter's deadline needs.
-pub(crate) enum Sweep {
+pub(super) enum Sweep {
     /// The running sweeper enforces it.
     Armed,
     /// No sweeper runs: start one on this runtime, once the lock is released.
@@ -26,7 +34,7 @@ pub(crate) enum Sweep {
 impl Sweep {
     /// Starts the sweeper if needed (call without the lock). Whether it enforces the
     /// waiter's deadline.
-    pub(crate) fn start(self, shared: &Arc<Shared>) -> bool {
+    pub(super) fn start(self, shared: &Arc<Shared>) -> bool {
         match self {
             Sweep::Armed => true,
             Sweep::Start(rt) => {
@@ -49,10 +57,11 @@ impl Sweep {
 /// sweeper if it sleeps with nothing to watch, or says to start one if none runs (none
 /// yet, or the runtime it ran on is gone). Called with the lock held, when a waiter joins
 /// the queue.
-pub(crate) fn arm_sweeper(shared: &Arc<Shared>, st: &mut State, deadline: Instant) -> Sweep {
-    if st.sweeper_running {
-        if st.sweeper_armed.is_none() {
-            st.sweeper_armed = Some(deadline);
+pub(super) fn arm_sweeper(shared: &Shared, st: &mut State, deadline: Instant) -> Sweep {
+    let sweeper = &mut st.sweeper;
+    if sweeper.running {
+        if sweeper.armed.is_none() {
+            sweeper.armed = Some(deadline);
             shared.sweep.notify_one();
         }
         return Sweep::Armed;
@@ -60,8 +69,8 @@ pub(crate) fn arm_sweeper(shared: &Arc<Shared>, st: &mut State, deadline: Instan
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return Sweep::Unavailable;
     };
-    st.sweeper_running = true;
-    st.sweeper_armed = Some(deadline);
+    sweeper.running = true;
+    sweeper.armed = Some(deadline);
     Sweep::Start(rt)
 }
 
@@ -72,9 +81,7 @@ struct Running(Weak<Shared>);
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(shared) = self.0.upgrade() {
-            let mut st = shared.lock();
-            st.sweeper_running = false;
-            st.sweeper_armed = None;
+            shared.lock().sweeper = SweeperState::default();
         }
     }
 }
@@ -104,52 +111,28 @@ async fn sweep_deadlines(pool: Weak<Shared>, notify: Arc<Notify>) {
 }
 
 /// Fails the waiters whose deadline passed. Returns the next deadline to sleep until
-/// (`None`: no waiter), or `None` if the pool is closed. Expired waiters are normally at
-/// the front; the whole queue is scanned all the same (the sweeper wakes about once per
-/// `acquire_timeout`), so a waiter put back at the front after a broken hand-over cannot
-/// hide the deadlines behind it.
+/// (`None`: no waiter), or `None` if the pool is closed.
 fn expire_waiters(shared: &Arc<Shared>, now: Instant) -> Option<Option<Instant>> {
     let mut st = shared.lock();
     if st.closed {
         return None;
     }
-    let mut expired = Vec::new();
-    let mut next: Option<Instant> = None;
-    let mut i = 0;
-    while i < st.waiters.len() {
-        match &st.waiters[i] {
-            Waiter::One(w) if !w.tx.is_closed() && w.deadline <= now => {
-                if let Some(Waiter::One(w)) = st.waiters.remove(i) {
-                    expired.push(w.tx);
-                }
-            }
-            Waiter::One(w) if !w.tx.is_closed() => {
-                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
-                i += 1;
-            }
-            // Leaving (`leave_one` accounts for it), or an `acquire_many`, which keeps a
-            // deadline of its own.
-            _ => i += 1,
-        }
-    }
-    st.sweeper_armed = next;
+    let (expired, next) = st.queue.take_expired(now);
+    st.sweeper.armed = next;
     if !expired.is_empty() {
         let mut timeout = shared.acquire_timeout_locked(&st, now);
         if let Some(status) = &mut timeout.status {
             // Not counting the waiters being failed here.
             status.waiting = status.waiting.saturating_sub(expired.len());
         }
-        for tx in expired {
-            // If the send fails the waiter is leaving and `leave_one` accounts.
-            if tx
-                .send(Err(Error::Timeout(Box::new(timeout.clone()))))
-                .is_ok()
-            {
-                st.waiting -= 1;
-                st.need -= 1;
-                AtomicCounters::bump(&shared.ctx.counters.timeouts);
-            }
-        }
+        let failed = st
+            .queue
+            .fail_expired(expired, || Error::Timeout(Box::new(timeout.clone())));
+        shared
+            .ctx
+            .counters
+            .timeouts
+            .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
     }
     Some(next)
 }

@@ -1,19 +1,19 @@
-//! The pool's background work: cleaning returned connections, and the periodic pass that
-//! keeps `min_idle`, enforces `idle_timeout` and `max_lifetime`, and reports leaks.
+//! The maintenance pass: cleaning returned connections, and the periodic pass that keeps
+//! `min_idle`, enforces `idle_timeout` and `max_lifetime`, and reports leaks.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Shared;
 use crate::conn::Conn;
-use crate::pool::Shared;
 use crate::status::{AtomicCounters, DiscardReason};
 
 /// Cleans a connection returned dirty (transaction open, session state touched,
 /// statement interrupted), then puts it back — or discards it if cleaning fails.
-pub(crate) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
-    let cfg = shared.config();
+pub(super) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
+    let cfg = &shared.ctx.config;
     let limit = cfg.connect_timeout + cfg.cleanup_timeout * 4;
     match tokio::time::timeout(limit, conn.clean()).await {
         Ok(Ok(())) if conn.is_clean() => {
@@ -37,10 +37,10 @@ pub(crate) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
 
 /// How often the periodic pass runs: often enough for the shortest configured duration.
 fn interval(shared: &Shared) -> Duration {
-    let cfg = shared.config();
+    let cfg = &shared.config;
     [
         cfg.idle_timeout,
-        cfg.max_lifetime.map(|d| d / 8),
+        shared.ctx.config.max_lifetime.map(|d| d / 8),
         cfg.leak_threshold,
     ]
     .into_iter()
@@ -52,7 +52,7 @@ fn interval(shared: &Shared) -> Duration {
 
 /// The periodic pass. Holds the pool only weakly: it ends when the pool is dropped or
 /// closed.
-pub(crate) async fn run(pool: Weak<Shared>) {
+pub(super) async fn run(pool: Weak<Shared>) {
     loop {
         let period = match pool.upgrade() {
             Some(shared) => interval(&shared),
@@ -68,32 +68,28 @@ pub(crate) async fn run(pool: Weak<Shared>) {
 }
 
 fn pass(shared: &Arc<Shared>) {
-    let cfg = shared.config();
+    let cfg = &shared.config;
     let now = Instant::now();
     let mut leaks = Vec::new();
     let trash = {
         let mut st = shared.lock();
-        let trash = shared.reap_idle(&mut st, now);
+        let trash = st.reap_idle(now, cfg, &shared.ctx.counters);
         // Keep min_idle, unless the server is being backed off from.
-        let backing_off = st.next_connect_at.is_some_and(|at| at > now);
+        let backing_off = st.gate.backing_off(now);
         while !backing_off
-            && shared.idle_len(&st) + st.connecting < cfg.min_idle
-            && st.size < cfg.max_size
+            && st.idle.len() + st.slots.connecting() < cfg.min_idle
+            && st.slots.has_room(cfg.max_size)
             && shared.spawn_one_connect(&mut st)
         {}
         if let Some(threshold) = cfg.leak_threshold {
-            for h in Shared::holders_mut(&mut st) {
-                if !h.warned && now.duration_since(h.since) >= threshold {
-                    h.warned = true;
-                    leaks.push((h.site, h.task, now.duration_since(h.since), h.backend_pid));
-                }
-            }
+            leaks = st.holders.overdue(now, threshold);
         }
         trash
     };
     drop(trash);
-    for (site, task, held_for, backend_pid) in leaks {
+    for leak in leaks {
         AtomicCounters::bump(&shared.ctx.counters.leaks);
+        let (site, task, held_for, backend_pid) = (leak.site, leak.task, leak.held_for, leak.backend_pid);
         tracing::warn!(
             target: "pool_core",
             %site, %task, backend_pid, held_ms = held_for.as_millis() as u64,

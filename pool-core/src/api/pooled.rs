@@ -1,4 +1,4 @@
-//! Held connections: returned to the pool when dropped.
+//! Held connections (`PooledConn`, `ConnSet`): returned to the pool when dropped.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -6,9 +6,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::conn::Conn;
-use crate::db::Db;
-use crate::pool::HolderKey;
+use crate::engine::{HolderKey, Lease};
 use crate::status::Site;
+
+use super::db::Db;
 
 /// A connection checked out of the pool (state *held*).
 ///
@@ -39,19 +40,13 @@ impl std::fmt::Debug for PooledConn<'_> {
 }
 
 impl<'db> PooledConn<'db> {
-    pub(crate) fn new(
-        db: &'db Db,
-        conn: Box<Conn>,
-        holder: HolderKey,
-        site: Site,
-        since: Instant,
-    ) -> Self {
+    pub(crate) fn new(db: &'db Db, lease: Lease, site: Site) -> Self {
         PooledConn {
             db,
-            conn: Some(conn),
-            holder,
+            conn: Some(lease.conn),
+            holder: lease.key,
             site,
-            since,
+            since: lease.since,
         }
     }
 

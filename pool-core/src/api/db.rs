@@ -6,13 +6,15 @@ use std::panic::Location;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::acquire::{Acquire, acquire_many};
 use crate::conn::{Place, one_row, opt_row, placement};
+use crate::engine::acquire_many;
 use crate::error::Result;
-use crate::pool::Pool;
-use crate::pooled::ConnSet;
 use crate::status::Site;
 use crate::stmt::{OneShotSql, SqlParts, StatementFuture};
+
+use super::acquire::Acquire;
+use super::pool::Pool;
+use super::pooled::ConnSet;
 
 /// A task's capability to use the pool (state *released*). Get one with [`Pool::db`],
 /// once per task or request.
@@ -76,7 +78,11 @@ impl Db {
         n: usize,
     ) -> impl Future<Output = Result<ConnSet<'_>>> + Send + '_ {
         let site = Site(Location::caller());
-        acquire_many(self, n, site)
+        let db: &Db = self;
+        async move {
+            let (set, since) = acquire_many(&db.pool.shared, n, site).await?;
+            Ok(ConnSet::new(db, set, site, since))
+        }
     }
 
     /// One-shot: runs a statement on a pooled connection and returns its rows.

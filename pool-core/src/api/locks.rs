@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use pool_sql::{Kind, Touches};
 
-use crate::conn::{Conn, Place, Recovery};
+use crate::conn::{Conn, Place, one_row};
 use crate::error::{Error, Result};
 use crate::stmt::SqlParts;
 
@@ -89,7 +89,7 @@ impl Conn {
     ///
     /// Cancellation: as [`Conn::advisory_lock`].
     pub async fn try_advisory_lock(&mut self, key: i64) -> Result<Option<AdvisoryLock<'_>>> {
-        let row = crate::conn::one_row(
+        let row = one_row(
             self.rows(
                 session("SELECT pg_try_advisory_lock($1)"),
                 &[&key],
@@ -118,7 +118,7 @@ impl AdvisoryLock<'_> {
     pub async fn unlock(mut this: Self) -> Result<bool> {
         this.held = false;
         let key = this.key;
-        let row = crate::conn::one_row(
+        let row = one_row(
             this.conn
                 .rows(
                     session("SELECT pg_advisory_unlock($1)"),
@@ -148,9 +148,7 @@ impl Drop for AdvisoryLock<'_> {
     fn drop(&mut self) {
         if self.held {
             let sql = Cow::Owned(format!("SELECT pg_advisory_unlock({})", self.key));
-            let conn = &mut *self.conn;
-            conn.state
-                .spawn_recovery(&conn.client, &conn.ctx, Recovery::Run(sql));
+            self.conn.defer(sql);
         }
     }
 }

@@ -13,16 +13,15 @@
 //! it back: the `ROLLBACK` is sent at once from a background task, and the connection's
 //! next statement waits for it.
 
-use std::borrow::Cow;
-
 use pool_sql::{Kind, Touches};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::conn::{Conn, Control, Place, Recovery, quote_ident, rollback_to_sql};
+use crate::conn::{Conn, Control, Place, one_row, opt_row, quote_ident};
 use crate::error::{Error, Result};
-use crate::locks::LockMode;
 use crate::stmt::{Prepared, Sql, SqlParts, StatementFuture};
+
+use super::locks::LockMode;
 
 /// Transaction isolation level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,18 +127,14 @@ impl Conn {
     ///
     /// Cancellation: as [`Conn::begin`].
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Tx<'_>> {
-        let depth = self.state.tx_depth + 1;
+        let depth = self.tx().depth() + 1;
         if depth == 1 {
             self.control(Control::Begin(options.begin_sql())).await?;
         } else {
-            if self.state.aborted_at.is_some() {
-                return Err(Error::TransactionAborted {
-                    reason: "cannot open a savepoint: an earlier statement in the enclosing transaction failed",
-                });
-            }
+            self.check_savepoint()?;
             self.control(Control::Savepoint(depth)).await?;
         }
-        let epoch = self.state.tx_epoch;
+        let epoch = self.tx().epoch();
         Ok(Tx {
             conn: self,
             depth,
@@ -162,8 +157,7 @@ impl<'c> Tx<'c> {
     }
 
     fn live(&self) -> Result<()> {
-        let s = &self.conn.state;
-        if s.tx_epoch != self.epoch || s.tx_depth != self.depth {
+        if !self.conn.tx().is(self.depth, self.epoch) {
             return Err(Error::TransactionAborted {
                 reason: "this transaction was already ended underneath its handle (a nested operation was \
                          cancelled or failed in a way that forced a rollback)",
@@ -197,7 +191,7 @@ impl<'c> Tx<'c> {
     ) -> StatementFuture<'a, Row> {
         Box::pin(async move {
             self.live()?;
-            crate::conn::one_row(
+            one_row(
                 self.conn
                     .rows(statement.__parts(), params, Place::Tx)
                     .await?,
@@ -215,7 +209,7 @@ impl<'c> Tx<'c> {
     ) -> StatementFuture<'a, Option<Row>> {
         Box::pin(async move {
             self.live()?;
-            crate::conn::opt_row(
+            opt_row(
                 self.conn
                     .rows(statement.__parts(), params, Place::Tx)
                     .await?,
@@ -308,7 +302,7 @@ impl<'c> Tx<'c> {
     /// Cancellation: as [`Tx::query`].
     pub async fn try_advisory_xact_lock(&mut self, key: i64) -> Result<bool> {
         self.live()?;
-        let row = crate::conn::one_row(
+        let row = one_row(
             self.conn
                 .rows(
                     tx_only("SELECT pg_try_advisory_xact_lock($1)"),
@@ -339,7 +333,7 @@ impl<'c> Tx<'c> {
     pub async fn commit(mut self) -> Result<()> {
         self.live()?;
         self.done = true;
-        if self.conn.state.aborted_at.is_some() {
+        if self.conn.tx().is_aborted() {
             self.end(false).await?;
             return Err(Error::TransactionAborted {
                 reason: "a statement in this transaction failed or was cancelled, so it cannot commit",
@@ -377,19 +371,7 @@ impl Drop for Tx<'_> {
         if self.done || self.live().is_err() {
             return;
         }
-        let sql: Cow<'static, str> = if self.depth == 1 {
-            Cow::Borrowed("ROLLBACK")
-        } else {
-            rollback_to_sql(self.depth)
-        };
-        crate::status::AtomicCounters::bump(&self.conn.ctx.counters.rollbacks_on_return);
-        let conn = &mut *self.conn;
-        conn.state.tx_depth = self.depth - 1;
-        if conn.state.aborted_at.is_some_and(|a| a >= self.depth) {
-            conn.state.aborted_at = None;
-        }
-        conn.state
-            .spawn_recovery(&conn.client, &conn.ctx, Recovery::Run(sql));
+        self.conn.abandon_tx(self.depth);
     }
 }
 

@@ -12,12 +12,13 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::acquire::Acquire;
 use crate::conn::Conn;
-use crate::db::Db;
 use crate::error::Result;
-use crate::pooled::PooledConn;
-use crate::tx::Tx;
+
+use super::acquire::Acquire;
+use super::db::Db;
+use super::pooled::PooledConn;
+use super::tx::Tx;
 
 mod sealed {
     pub trait Sealed {}

@@ -1,0 +1,25 @@
+//! The user-facing states: [`Pool`] → [`Db`] (*released*) → [`PooledConn`] /
+//! [`ConnSet`] (*held*) → [`Tx`] (*in transaction*), the [`Acquire`] future, the lock
+//! guards, and the connection sources that `#[with_conn]`/`#[transactional]` functions
+//! accept.
+//!
+//! This layer is thin: it holds no lock and no state of its own beyond the borrows that
+//! make the states types. A checkout is the engine's (`crate::engine`), a statement the
+//! connection's (`crate::conn`); the handles here only decide, through their lifetimes
+//! and trait bounds, what the compiler lets a caller do next.
+
+mod acquire;
+mod db;
+mod locks;
+mod pool;
+mod pooled;
+pub(crate) mod source;
+mod tx;
+
+pub use acquire::Acquire;
+pub use db::Db;
+pub use locks::{AdvisoryLock, LockMode};
+pub use pool::Pool;
+pub use pooled::{ConnSet, PooledConn};
+pub use source::{ConnSource, FreshTxSource, TxSource};
+pub use tx::{Isolation, Tx, TxOptions};

@@ -1,0 +1,119 @@
+//! `Pool`: the shared handle, and the builder's last step that makes one.
+
+use std::sync::Arc;
+
+use crate::config::{Builder, ConfigSource};
+use crate::engine::Shared;
+use crate::error::Result;
+use crate::status::{Holder, Status};
+
+use super::db::Db;
+
+/// A pool of PostgreSQL connections. Cheap to clone; all clones share one pool.
+///
+/// The pool runs no SQL and hands out no connection itself: its one door is
+/// [`Pool::db`], which gives each task the capability to check out one connection at a
+/// time.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), pool_core::Error> {
+/// use std::time::Duration;
+/// let pool = pool_core::Pool::builder("postgres://postgres@127.0.0.1/app")
+///     .max_size(4)
+///     .acquire_timeout(Duration::from_secs(2))
+///     .build()?;
+/// let mut db = pool.db();
+/// let mut conn = db.acquire().await?;
+/// let one: i32 = conn.query_one("SELECT 1", &[]).await?.get(0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Starts configuring a pool from a URL (`postgres://user:pass@host:port/db`), a
+    /// key-value string, or a `tokio_postgres::Config`. See [`Builder`] for the options
+    /// and their defaults.
+    pub fn builder(config: impl Into<ConfigSource>) -> Builder {
+        Builder::new(config.into())
+    }
+
+    /// Builds a pool with default settings and opens one connection to prove the
+    /// settings work.
+    ///
+    /// If the future is dropped, the pool is dropped with it.
+    pub async fn connect(config: impl Into<ConfigSource>) -> Result<Pool> {
+        Pool::builder(config).connect().await
+    }
+
+    /// The per-task capability to use the pool: check out one connection at a time
+    /// (`db.acquire()`), or run one-shot statements. Make one per task or request; it is
+    /// not `Clone`, which is what lets the compiler refuse a second checkout while one is
+    /// held.
+    pub fn db(&self) -> Db {
+        Db::new(self.clone())
+    }
+
+    /// How many connections exist and what they are doing, with cumulative counters.
+    /// `Display` prints it as a small table.
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// Who holds connections right now — checkout site, task, for how long —
+    /// longest-held first.
+    pub fn holders(&self) -> Vec<Holder> {
+        self.shared.holders()
+    }
+
+    /// The configured `max_size`.
+    pub fn max_size(&self) -> usize {
+        self.shared.config().max_size
+    }
+
+    /// Whether [`Pool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Closes the pool: new acquires fail with [`Error::Closed`](crate::Error::Closed),
+    /// waiters are woken with it, idle connections are closed, and connections in use
+    /// are closed as they come back. Waits for them up to `close_timeout`, then returns
+    /// regardless (logging who still holds connections).
+    ///
+    /// If the future is dropped, the pool is still closed; only the waiting stops.
+    pub async fn close(&self) {
+        self.shared.close().await;
+    }
+}
+
+impl Builder {
+    /// Validates the settings and builds the pool. Lazy: no connection is opened until
+    /// the first acquire (or by the background task, for `min_idle`).
+    pub fn build(self) -> Result<Pool> {
+        let (pool, conn) = self.validate()?;
+        Ok(Pool {
+            shared: Shared::new(pool, conn),
+        })
+    }
+
+    /// Builds the pool and proves it can connect by opening one connection, which stays
+    /// in the pool. Fails with the connect error (bad password, unreachable server…).
+    ///
+    /// If the future is dropped, the pool is dropped with it.
+    pub async fn connect(self) -> Result<Pool> {
+        let pool = self.build()?;
+        pool.shared.warm_up().await?;
+        Ok(pool)
+    }
+}

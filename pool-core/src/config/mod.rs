@@ -1,0 +1,336 @@
+//! The configuration layer: [`Builder`] and its options, each kept once with its
+//! default, and their validation (`validate.rs`).
+//!
+//! It owns the pool's own settings ([`PoolConfig`], read by the engine) and fills in the
+//! settings of each connection ([`ConnConfig`], owned by the connection layer, with the
+//! TLS connector and the `after_connect` hook). It may not touch a running pool: the
+//! methods that build one (`build`, `connect`) are written with `Pool`, in `api/`.
+
+mod validate;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+
+use crate::conn::{Conn, ConnConfig, Connector};
+use crate::error::Result;
+
+/// What to do when a task that already holds a connection asks the same pool for another.
+///
+/// Holding one connection while waiting for a second is how pools deadlock: with
+/// `max_size` tasks each holding one, nobody's second checkout can ever be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NestedCheckout {
+    /// Refuse at once with [`Error::NestedCheckout`] naming both call sites (default).
+    #[default]
+    Error,
+    /// Log a warning with both call sites and hand the connection out anyway.
+    Warn,
+    /// Do not check. Holders are still recorded for diagnostics.
+    Allow,
+}
+
+/// Where a pool gets its connection settings: a URL or key-value string, or a
+/// `tokio_postgres::Config`.
+pub struct ConfigSource(std::result::Result<tokio_postgres::Config, String>);
+
+impl From<&str> for ConfigSource {
+    fn from(s: &str) -> Self {
+        ConfigSource(tokio_postgres::Config::from_str(s).map_err(|e| e.to_string()))
+    }
+}
+impl From<String> for ConfigSource {
+    fn from(s: String) -> Self {
+        ConfigSource::from(s.as_str())
+    }
+}
+impl From<&String> for ConfigSource {
+    fn from(s: &String) -> Self {
+        ConfigSource::from(s.as_str())
+    }
+}
+impl From<tokio_postgres::Config> for ConfigSource {
+    fn from(c: tokio_postgres::Config) -> Self {
+        ConfigSource(Ok(c))
+    }
+}
+impl From<&tokio_postgres::Config> for ConfigSource {
+    fn from(c: &tokio_postgres::Config) -> Self {
+        ConfigSource(Ok(c.clone()))
+    }
+}
+
+/// The validated settings of the pool itself (the connections' own are in
+/// [`ConnConfig`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub(crate) max_size: usize,
+    pub(crate) min_idle: usize,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) validate_after_idle: Option<Duration>,
+    pub(crate) leak_threshold: Option<Duration>,
+    pub(crate) max_waiting: Option<usize>,
+    pub(crate) nested_checkout: NestedCheckout,
+    pub(crate) close_timeout: Duration,
+    /// Holder records (checkout site, task, time) and the nested-checkout check.
+    pub(crate) bookkeeping: bool,
+}
+
+impl Default for PoolConfig {
+    /// The builder's defaults.
+    fn default() -> PoolConfig {
+        PoolConfig {
+            max_size: 10,
+            min_idle: 0,
+            acquire_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            validate_after_idle: Some(Duration::from_secs(1)),
+            leak_threshold: None,
+            max_waiting: None,
+            nested_checkout: NestedCheckout::Error,
+            close_timeout: Duration::from_secs(10),
+            bookkeeping: true,
+        }
+    }
+}
+
+/// Configures and builds a [`Pool`](crate::Pool). Start with [`Pool::builder`](crate::Pool::builder).
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | [`max_size`](Self::max_size) | 10 | connections open at most, in use or idle |
+/// | [`min_idle`](Self::min_idle) | 0 | idle connections kept open in the background |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 30 s | longest wait for a connection |
+/// | [`connect_timeout`](Self::connect_timeout) | 10 s | longest connection handshake (TCP, TLS, startup, auth) |
+/// | [`statement_timeout`](Self::statement_timeout) | 60 s | longest statement; cancelled on the server when exceeded |
+/// | [`max_lifetime`](Self::max_lifetime) | 30 min (−0…12.5 % jitter) | connections are replaced after this |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min | idle connections above `min_idle` are closed after this |
+/// | [`validate_after_idle`](Self::validate_after_idle) | 1 s | connections idle longer are pinged before hand-out |
+/// | [`leak_threshold`](Self::leak_threshold) | off | warn once about a connection held longer |
+/// | [`max_waiting`](Self::max_waiting) | unbounded | waiters beyond this fail at once |
+/// | [`nested_checkout`](Self::nested_checkout) | `Error` | a second checkout by the same task |
+/// | [`application_name`](Self::application_name) | `pool-core` | shown in `pg_stat_activity` (if the URL sets none) |
+/// | [`statement_cache_capacity`](Self::statement_cache_capacity) | 256 | prepared statements kept per connection |
+/// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
+/// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
+/// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
+#[must_use = "a builder does nothing until build() or connect()"]
+pub struct Builder {
+    source: ConfigSource,
+    application_name: Option<String>,
+    /// The pool's own settings, each kept once: the builder's methods set them, `build`
+    /// validates them.
+    pool: PoolConfig,
+    /// The settings of each connection.
+    conn: ConnConfig,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("pool", &self.pool)
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    pub(crate) fn new(source: ConfigSource) -> Builder {
+        Builder {
+            source,
+            application_name: None,
+            pool: PoolConfig::default(),
+            conn: ConnConfig::default(),
+        }
+    }
+
+    /// The most connections the pool opens, in use and idle together. Never exceeded,
+    /// not even briefly while connections are being replaced.
+    pub fn max_size(mut self, n: usize) -> Self {
+        self.pool.max_size = n;
+        self
+    }
+
+    /// Idle connections kept open by the background task, so bursts find them ready.
+    pub fn min_idle(mut self, n: usize) -> Self {
+        self.pool.min_idle = n;
+        self
+    }
+
+    /// How long an acquire waits for a connection before failing with a timeout that
+    /// lists who holds the connections.
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.pool.acquire_timeout = d;
+        self
+    }
+
+    /// The deadline for opening one connection: TCP connect, TLS, startup and
+    /// authentication together.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.conn.connect_timeout = d;
+        self
+    }
+
+    /// The deadline for every statement. A statement that runs longer fails with a
+    /// timeout and is cancelled on the server. `None` disables it — then a stuck query
+    /// holds its connection forever, the failure this default exists to prevent.
+    pub fn statement_timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.conn.statement_timeout = d.into();
+        self
+    }
+
+    /// Connections older than this (less a random 0–12.5 %, so they do not all expire
+    /// together) are closed when returned or found idle. `None`: keep forever.
+    pub fn max_lifetime(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.conn.max_lifetime = d.into();
+        self
+    }
+
+    /// Idle connections above `min_idle` are closed after this long. `None`: never.
+    pub fn idle_timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.pool.idle_timeout = d.into();
+        self
+    }
+
+    /// A connection idle longer than this is pinged before it is handed out; a dead one
+    /// is discarded and the next is tried. `Some(Duration::ZERO)` pings every time;
+    /// `None` never pings (closed connections are still never handed out).
+    pub fn validate_after_idle(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.pool.validate_after_idle = d.into();
+        self
+    }
+
+    /// Warn (once per checkout, with the checkout site and task) about a connection held
+    /// longer than this. `None`: off.
+    pub fn leak_threshold(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.pool.leak_threshold = d.into();
+        self
+    }
+
+    /// At most this many tasks wait for a connection; more fail at once with
+    /// [`Error::TooManyWaiters`]. `None`: unbounded.
+    pub fn max_waiting(mut self, n: impl Into<Option<usize>>) -> Self {
+        self.pool.max_waiting = n.into();
+        self
+    }
+
+    /// What a second checkout by a task that already holds a connection does.
+    pub fn nested_checkout(mut self, policy: NestedCheckout) -> Self {
+        self.pool.nested_checkout = policy;
+        self
+    }
+
+    /// The `application_name` the server shows for these connections, unless the URL
+    /// or config already sets one.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// Use a TLS connector (for example `postgres-native-tls` or `tokio-postgres-rustls`)
+    /// instead of `NoTls`. It is also used for cancel requests.
+    pub fn tls<T>(mut self, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        self.conn.connector = Connector::new(tls);
+        self
+    }
+
+    /// Run this on every new connection before its first use, for example to set a
+    /// `search_path`. Session settings made here are the connection's baseline: when a
+    /// borrower's own `SET` is reset on return, the hook runs again to restore them.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), pool_core::Error> {
+    /// let pool = pool_core::Pool::builder("postgres://postgres@127.0.0.1/app")
+    ///     .after_connect(|conn| Box::pin(async move { conn.set("search_path", "app, public").await }))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync + 'static,
+    {
+        self.conn.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// How many prepared statements each connection caches (0 disables the cache; every
+    /// statement is then prepared on each use).
+    pub fn statement_cache_capacity(mut self, n: usize) -> Self {
+        self.conn.statement_cache_capacity = n;
+        self
+    }
+
+    /// Drop each connection's prepared statements when it is returned, so no borrower
+    /// sees another's. Off by default: the cache is what makes repeated statements fast.
+    pub fn discard_prepared_on_return(mut self, yes: bool) -> Self {
+        self.conn.discard_prepared_on_return = yes;
+        self
+    }
+
+    /// Connect through PgBouncer in `pool_mode = transaction` (or another
+    /// transaction-level pooler): each transaction, and each statement outside one, may
+    /// run on a different server connection. Off by default.
+    ///
+    /// The pool's statement handling then works through it:
+    ///
+    /// * Statements given as text (and `sql!`) run as *unnamed* statements, parsed,
+    ///   bound and executed in one round trip that PgBouncer keeps on one server
+    ///   connection. The statement cache is off (`statement_cache_capacity` is ignored):
+    ///   a named prepared statement lives on one server connection, and the next
+    ///   statement may run on another ("prepared statement "s1" does not exist").
+    /// * Parameter types are asked from the server the first time a connection runs a
+    ///   statement text, and remembered by that connection. Outside a transaction that
+    ///   question runs in its own `BEGIN … COMMIT`, so it cannot leave a statement
+    ///   behind on a server connection that other clients use.
+    /// * [`Conn::prepare`] and [`Tx::prepare`](crate::Tx::prepare) are refused: a named
+    ///   statement would not outlive the transaction.
+    /// * Session-state statements (`SET`, `LISTEN`, session advisory locks, temporary
+    ///   tables, `PREPARE`…) are refused, in and out of transactions: they would stick to
+    ///   a server connection shared with other clients, and be missing from this one's
+    ///   next transaction. Use [`Tx::set_local`](crate::Tx::set_local) and
+    ///   [`Tx::advisory_xact_lock`](crate::Tx::advisory_xact_lock) inside a transaction.
+    ///
+    /// Parameters and results must use built-in types: the driver looks up other types
+    /// (enums, domains, composites) with a cached named statement. `backend_pid()` and
+    /// the holders' backend pids name whichever server connection answered first.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), pool_core::Error> {
+    /// let pool = pool_core::Pool::builder("postgres://app@127.0.0.1:6432/app")
+    ///     .pgbouncer_transaction_mode(true)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pgbouncer_transaction_mode(mut self, yes: bool) -> Self {
+        self.conn.pgbouncer_transaction_mode = yes;
+        self
+    }
+
+    /// How long [`Pool::close`](crate::Pool::close) waits for connections in use to come back.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.pool.close_timeout = d;
+        self
+    }
+
+    /// Benchmarks only (through `__private::bookkeeping`): `false` turns off the holder
+    /// records (checkout site, task, time) and with them the nested-checkout check, leak
+    /// warnings and the holders listed by `holders()` and timeout errors, to measure what
+    /// that bookkeeping costs.
+    pub(crate) fn bookkeeping(mut self, on: bool) -> Self {
+        self.pool.bookkeeping = on;
+        self
+    }
+}

@@ -1,0 +1,96 @@
+//! Cleaning a returned connection for its next borrower: wait for recovery, end any
+//! transaction, reset exactly the session state the borrower touched (the statements
+//! are in `reset.rs`), re-run `after_connect` where settings were reset.
+
+use std::time::Duration;
+
+use pool_sql::Touches;
+use tokio::time::Instant;
+
+use super::{Conn, reset};
+use crate::error::{Error, Result};
+use crate::status::AtomicCounters;
+
+impl Conn {
+
+    /// Brings the connection back to a clean session for the next borrower: waits for
+    /// recovery, ends any transaction, resets the session state the borrower touched.
+    /// An error means the connection must be discarded.
+    pub(crate) async fn clean(&mut self) -> Result<()> {
+        self.ensure_ready(None, "").await?;
+        let limit = self.ctx.config.cleanup_timeout;
+        if self.state.tx.depth() > 0 {
+            self.simple(limit, "ROLLBACK").await?;
+            self.state.tx.forced_end();
+        }
+        let touches = self.state.touches;
+        if !touches.is_empty() {
+            let sql = reset::reset_sql(touches);
+            self.simple(limit, &sql).await?;
+            AtomicCounters::bump(&self.ctx.counters.resets_on_return);
+            if reset::drops_prepared(touches) {
+                self.cache.clear();
+            }
+            self.state.touches = Touches::empty();
+            if (touches.contains(Touches::GUC) || touches.contains(Touches::ROLE))
+                && let Some(hook) = self.ctx.config.after_connect.clone()
+            {
+                tokio::time::timeout(limit, hook(self))
+                    .await
+                    .map_err(|_| {
+                        Error::broken("re-running after_connect after a reset timed out", None)
+                    })??;
+                self.state.touches = Touches::empty();
+            }
+            while self.notifications.try_recv().is_ok() {}
+        }
+        if self.ctx.config.discard_prepared_on_return {
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    async fn simple(&mut self, limit: Duration, sql: &str) -> Result<()> {
+        match tokio::time::timeout(limit, self.client.batch_execute(sql)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.state.broken = true;
+                Err(Error::broken(
+                    "while cleaning the connection for reuse",
+                    Some(e),
+                ))
+            }
+            Err(_) => {
+                self.state.broken = true;
+                Err(Error::broken(
+                    "cleaning the connection for reuse timed out",
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Whether the connection can go straight back to the pool with no cleaning.
+    pub(crate) fn is_clean(&self) -> bool {
+        let s = &self.state;
+        !s.broken
+            && s.pending.is_none()
+            && s.tx.depth() == 0
+            && s.touches.is_empty()
+            && (!self.ctx.config.discard_prepared_on_return || self.cache.is_empty())
+            && !self.closed()
+    }
+
+    /// Pings the server (a protocol-level `Sync`), bounded by `limit`.
+    pub(crate) async fn ping(&mut self, limit: Duration) -> bool {
+        let deadline = Some(Instant::now() + limit);
+        if self.ensure_ready(deadline, "").await.is_err() {
+            return false;
+        }
+        let (client, guard) = self.op(Touches::empty());
+        guard
+            .run(deadline, "", client.check_connection())
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,336 @@
+//! Statement execution: the placement rules checked at run time, how a statement goes
+//! to the server (a cached named statement, or unnamed behind a transaction-mode
+//! pooler), and what its outcome means for the connection's caches.
+
+use std::borrow::Cow;
+
+use pool_sql::{Classification, Kind, Touches};
+use tokio::time::Instant;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Row, Statement};
+
+use super::Conn;
+use super::guard::Recovery;
+use crate::error::{Error, Result};
+use crate::stmt::{Prepared, SqlParts};
+
+/// How a statement with parameters is sent (see `Conn::call_for`).
+enum Call<'p> {
+    /// A named statement, prepared once per connection and cached.
+    Named(Statement),
+    /// Unnamed, with the parameters paired with their server-inferred types.
+    Unnamed(Vec<(&'p (dyn ToSql + Sync), Type)>),
+}
+
+/// Where a statement is being run, for the run-time placement rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A one-shot statement on `Db`.
+    Db,
+    /// A held connection (maybe inside a transaction, if reached through one).
+    Conn,
+    /// A transaction.
+    Tx,
+}
+
+impl Conn {
+    /// Checks that the statement may run here and the connection is ready for it.
+    pub(crate) async fn admit(
+        &mut self,
+        parts: &SqlParts<'_>,
+        place: Place,
+        deadline: Option<Instant>,
+    ) -> Result<Classification> {
+        if let Some(p) = parts.prepared
+            && p.conn_id != self.meta.id
+        {
+            return Err(Error::refused(
+                "<prepared statement>",
+                "it was prepared on another connection; prepare it on this one (prepare is cached per connection)",
+            ));
+        }
+        let class = placement(parts, place, self.state.tx.depth() > 0)?;
+        if class.kind == Kind::Session && self.ctx.config.pgbouncer_transaction_mode {
+            return Err(Error::refused(parts.text, POOLER_SESSION_ADVICE));
+        }
+        self.ensure_ready(deadline, parts.text).await?;
+        if self.state.tx.is_aborted() {
+            return Err(Error::TransactionAborted {
+                reason: "an earlier statement in this transaction failed or was cancelled, so the server ignores \
+                         everything until it is rolled back",
+            });
+        }
+        Ok(class)
+    }
+
+    async fn statement_for(
+        &mut self,
+        parts: &SqlParts<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Statement> {
+        if let Some(p) = parts.prepared {
+            return Ok(p.statement.clone());
+        }
+        if let Some(st) = self.cache.get(parts.text) {
+            return Ok(st.clone());
+        }
+        let (client, guard) = self.op(Touches::empty());
+        let st = guard
+            .run(deadline, parts.text, client.prepare(parts.text))
+            .await?;
+        let capacity = self.ctx.config.statement_cache_capacity;
+        self.cache.insert(parts.text, st.clone(), capacity);
+        Ok(st)
+    }
+
+    /// How a statement with parameters goes to the server: unnamed (parse, bind and
+    /// execute in one round trip) behind a transaction-mode pooler, else as a cached
+    /// named statement.
+    async fn call_for<'p>(
+        &mut self,
+        parts: &SqlParts<'_>,
+        params: &[&'p (dyn ToSql + Sync)],
+        deadline: Option<Instant>,
+    ) -> Result<Call<'p>> {
+        if self.ctx.config.pgbouncer_transaction_mode && parts.prepared.is_none() {
+            let typed = self.typed_params(parts, params, deadline).await?;
+            Ok(Call::Unnamed(typed))
+        } else {
+            let st = self.statement_for(parts, deadline).await?;
+            Ok(Call::Named(st))
+        }
+    }
+
+    /// The parameters paired with the types the server infers for them.
+    async fn typed_params<'p>(
+        &mut self,
+        parts: &SqlParts<'_>,
+        params: &[&'p (dyn ToSql + Sync)],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>> {
+        let types = self.param_types(parts.text, deadline).await?;
+        if types.len() != params.len() {
+            return Err(Error::refused(
+                parts.text,
+                format!(
+                    "it takes {} parameter(s) and {} were given",
+                    types.len(),
+                    params.len()
+                ),
+            ));
+        }
+        Ok(params.iter().copied().zip(types).collect())
+    }
+
+    /// The parameter types of `sql`, asked from the server once per connection. Outside
+    /// a transaction the question (a named statement, described and closed) runs inside
+    /// its own `BEGIN … COMMIT`, which a transaction-mode pooler keeps on one server
+    /// connection, so nothing is left behind on a connection other clients share.
+    async fn param_types(&mut self, sql: &str, deadline: Option<Instant>) -> Result<Vec<Type>> {
+        if let Some(types) = self.cache.param_types.get(sql) {
+            return Ok(types.clone());
+        }
+        let wrap = self.state.tx.depth() == 0;
+        // Abandoned midway, the wrapping transaction must not survive.
+        let recovery = if wrap {
+            Recovery::DrainThen(Cow::Borrowed("ROLLBACK"))
+        } else {
+            Recovery::CancelAndDrain
+        };
+        let (client, guard) = self.guarded(recovery, None);
+        let describe = async {
+            if wrap {
+                client.batch_execute("BEGIN").await?;
+            }
+            // The statement is dropped here: its Close goes out before the COMMIT.
+            let described = client.prepare(sql).await.map(|st| st.params().to_vec());
+            if wrap {
+                let end = if described.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                client.batch_execute(end).await?;
+            }
+            described
+        };
+        let types = guard.run(deadline, sql, describe).await?;
+        if self.cache.param_types.len() >= 256 {
+            self.cache.param_types.clear();
+        }
+        self.cache.param_types.insert(sql.into(), types.clone());
+        Ok(types)
+    }
+
+    fn after_success(&mut self, class: &Classification) {
+        if class.touches.contains(Touches::DROPS_PREPARED) {
+            self.cache.clear();
+        }
+    }
+
+    /// Applies what a statement's outcome means for the connection's caches.
+    fn settle<T>(&mut self, parts: &SqlParts<'_>, class: &Classification, res: &Result<T>) {
+        match res {
+            Ok(_) => self.after_success(class),
+            Err(e) => self.after_error(parts, e),
+        }
+    }
+
+    fn after_error(&mut self, parts: &SqlParts<'_>, e: &Error) {
+        // A cached plan invalidated by a schema change: forget it so the next use
+        // prepares afresh.
+        if let Some(db) = e.as_db_error()
+            && (db.code().code() == "0A000"
+                || db.code().code() == "26000"
+                || self.ctx.config.pgbouncer_transaction_mode)
+        {
+            self.cache.remove(parts.text);
+        }
+    }
+
+    pub(crate) async fn rows(
+        &mut self,
+        parts: SqlParts<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        place: Place,
+    ) -> Result<Vec<Row>> {
+        let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
+        let call = self.call_for(&parts, params, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = match &call {
+            Call::Named(st) => {
+                guard
+                    .run(deadline, parts.text, client.query(st, params))
+                    .await
+            }
+            Call::Unnamed(typed) => {
+                guard
+                    .run(deadline, parts.text, client.query_typed(parts.text, typed))
+                    .await
+            }
+        };
+        self.settle(&parts, &class, &res);
+        res
+    }
+
+    pub(crate) async fn count(
+        &mut self,
+        parts: SqlParts<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        place: Place,
+    ) -> Result<u64> {
+        let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
+        let call = self.call_for(&parts, params, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = match &call {
+            Call::Named(st) => {
+                guard
+                    .run(deadline, parts.text, client.execute(st, params))
+                    .await
+            }
+            Call::Unnamed(typed) => {
+                guard
+                    .run(
+                        deadline,
+                        parts.text,
+                        client.execute_typed(parts.text, typed),
+                    )
+                    .await
+            }
+        };
+        self.settle(&parts, &class, &res);
+        res
+    }
+
+    pub(crate) async fn batch(&mut self, parts: SqlParts<'_>, place: Place) -> Result<()> {
+        if parts.prepared.is_some() {
+            return Err(Error::refused(
+                "<prepared statement>",
+                "batch_execute takes SQL text, not a prepared statement",
+            ));
+        }
+        let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = guard
+            .run(deadline, parts.text, client.batch_execute(parts.text))
+            .await;
+        if res.is_ok() {
+            self.after_success(&class);
+        }
+        res
+    }
+
+    pub(crate) async fn prepare_at(
+        &mut self,
+        parts: SqlParts<'_>,
+        place: Place,
+    ) -> Result<Prepared> {
+        if self.ctx.config.pgbouncer_transaction_mode {
+            return Err(Error::refused(parts.text, POOLER_PREPARE_ADVICE));
+        }
+        let deadline = self.deadline();
+        let class = self.admit(&parts, place, deadline).await?;
+        let statement = self.statement_for(&parts, deadline).await?;
+        Ok(Prepared {
+            statement,
+            class,
+            conn_id: self.meta.id,
+        })
+    }
+}
+
+/// The statement's classification, if it may run at `place` (`in_tx`: on a connection
+/// inside a transaction); else the refusal, saying what to write instead.
+pub(crate) fn placement(parts: &SqlParts<'_>, place: Place, in_tx: bool) -> Result<Classification> {
+    let class = match &parts.class {
+        Ok(c) => *c,
+        Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
+    };
+    let allowed = match (place, class.kind) {
+        (Place::Db, Kind::Plain) => true,
+        (Place::Db, _) => false,
+        (Place::Conn, Kind::TxOnly) => in_tx,
+        _ => true,
+    };
+    match class.kind {
+        _ if allowed => Ok(class),
+        Kind::Session => Err(Error::refused(parts.text, SESSION_ADVICE)),
+        _ => Err(Error::refused(parts.text, TX_ONLY_ADVICE)),
+    }
+}
+
+const SESSION_ADVICE: &str = "it changes session state (SET, LISTEN, advisory lock, temp table, currval…), which is \
+    lost when a one-shot statement's connection goes back to the pool; run it on a held connection: \
+    `let mut conn = db.acquire().await?;` or in a #[with_conn] function";
+
+const POOLER_SESSION_ADVICE: &str = "it changes session state, and behind PgBouncer in transaction mode \
+    (`pgbouncer_transaction_mode`) a session is shared: the state would stay on a server connection other \
+    clients get next, and be missing from this connection's next transaction; inside a transaction use \
+    `tx.set_local(…)` or `tx.advisory_xact_lock(…)`, which end with it";
+
+pub(crate) const POOLER_PREPARE_ADVICE: &str = "behind PgBouncer in transaction mode (`pgbouncer_transaction_mode`) a \
+    named prepared statement lives on one server connection, and the next statement may run on another; pass \
+    the SQL text instead (it runs as an unnamed statement in one round trip)";
+
+const TX_ONLY_ADVICE: &str = "it only works inside a transaction (LOCK TABLE fails outside one, SET LOCAL does \
+    nothing, and FOR UPDATE row locks or xact advisory locks are released when the statement ends); open one: \
+    `let mut tx = conn.begin().await?;` or use #[transactional], and run it on the `Tx`";
+
+pub(crate) fn one_row(mut rows: Vec<Row>) -> Result<Row> {
+    if rows.len() == 1 {
+        rows.pop().ok_or(Error::RowCount { rows: 0 })
+    } else {
+        Err(Error::RowCount { rows: rows.len() })
+    }
+}
+
+pub(crate) fn opt_row(mut rows: Vec<Row>) -> Result<Option<Row>> {
+    match rows.len() {
+        0 | 1 => Ok(rows.pop()),
+        n => Err(Error::RowCount { rows: n }),
+    }
+}
+

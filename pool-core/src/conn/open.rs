@@ -1,0 +1,129 @@
+//! Opening one connection: TCP, TLS, startup and authentication under
+//! `connect_timeout`, the task that reads the connection's messages, then the
+//! `after_connect` hook.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_postgres::AsyncMessage;
+
+use super::{Conn, ConnMeta, Ctx};
+use crate::error::{Error, Timeout, TimeoutKind};
+use crate::random::jitter;
+
+/// A failed connection attempt, and whether trying again could help.
+pub(crate) struct ConnectFailure {
+    pub(crate) error: Error,
+    /// Retrying will not help (bad password, unknown database): report it at once.
+    pub(crate) permanent: bool,
+}
+
+/// Opens one connection: TCP, TLS, startup and authentication under `connect_timeout`,
+/// then the `after_connect` hook.
+pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFailure> {
+    let cfg = &ctx.config;
+    let started = Instant::now();
+    let handshake = async {
+        let (client, mut messages) = cfg.connector.connect(cfg.pg.clone()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
+        let slot = Arc::clone(&closed_by);
+        let closed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let ended = Arc::clone(&closed_at);
+        tokio::spawn(async move {
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n);
+                    }
+                    Ok(AsyncMessage::Notice(notice)) => {
+                        tracing::debug!(target: "pool_core", code = notice.code().code(), "server notice: {}", notice.message());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(target: "pool_core", error = %e, "connection closed");
+                        // Kept for the error that reports the connection lost.
+                        *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
+                        break;
+                    }
+                }
+            }
+            // However it ended: an error, or the stream closed.
+            let _ = ended.set(Instant::now());
+        });
+        let rows = client.simple_query("SELECT pg_backend_pid()").await?;
+        let pid = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i32>().ok())
+                }
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by, closed_at))
+    };
+    let (client, rx, backend_pid, closed_by, closed_at) =
+        match tokio::time::timeout(cfg.connect_timeout, handshake).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                let permanent = is_permanent(&e);
+                return Err(ConnectFailure {
+                    error: Error::Connect {
+                        source: Arc::new(e),
+                    },
+                    permanent,
+                });
+            }
+            Err(_) => {
+                let error = Error::Timeout(Box::new(Timeout {
+                    kind: TimeoutKind::Connect,
+                    after: started.elapsed(),
+                    status: None,
+                    holders: Vec::new(),
+                    last_connect_error: None,
+                    statement: None,
+                    unsent: false,
+                }));
+                return Err(ConnectFailure {
+                    error,
+                    permanent: false,
+                });
+            }
+        };
+    let expires = cfg
+        .max_lifetime
+        .map(|life| started + life - jitter(life / 8));
+    let meta = ConnMeta {
+        id,
+        backend_pid,
+        expires,
+    };
+    let mut conn = Box::new(Conn::new(Arc::new(client), Arc::clone(ctx), meta, rx));
+    conn.state.closed_by = closed_by;
+    conn.state.closed_at = closed_at;
+    if let Some(hook) = cfg.after_connect.clone() {
+        if let Err(error) = hook(&mut conn).await {
+            return Err(ConnectFailure {
+                error,
+                permanent: false,
+            });
+        }
+        conn.state.touches = pool_sql::Touches::empty();
+    }
+    Ok(conn)
+}
+
+/// Errors that retrying cannot fix: the server answered and said no.
+fn is_permanent(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 28xxx invalid authorization, 3D000 unknown database, 42704 unknown role.
+        return code.starts_with("28") || code == "3D000" || code == "42704";
+    }
+    let text = e.to_string();
+    text.starts_with("authentication error") || text.starts_with("invalid configuration")
+}
+

@@ -1,0 +1,90 @@
+//! What a connection needs to know about its pool: the settings of one connection, and
+//! the counters it bumps. Filled in by `config/` (the builder), read here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_postgres::NoTls;
+
+use super::Conn;
+use super::connector::Connector;
+use crate::error::Result;
+use crate::status::AtomicCounters;
+
+/// A hook run on every new connection before it is first handed out.
+pub(crate) type AfterConnect =
+    Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync>;
+
+/// The settings of each connection of a pool.
+pub(crate) struct ConnConfig {
+    /// Where and how to connect (with `connect_timeout` and `application_name` applied).
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) connector: Connector,
+    pub(crate) after_connect: Option<AfterConnect>,
+    pub(crate) statement_cache_capacity: usize,
+    pub(crate) discard_prepared_on_return: bool,
+    /// Statements run as unnamed, self-contained messages; session state is refused.
+    pub(crate) pgbouncer_transaction_mode: bool,
+    /// How long each step of cleaning or recovering a connection may take (derived from
+    /// `statement_timeout`, at most 5 s).
+    pub(crate) cleanup_timeout: Duration,
+}
+
+impl Default for ConnConfig {
+    /// The builder's defaults.
+    fn default() -> ConnConfig {
+        ConnConfig {
+            pg: tokio_postgres::Config::new(),
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Some(Duration::from_secs(60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            connector: Connector::new(NoTls),
+            after_connect: None,
+            statement_cache_capacity: 256,
+            discard_prepared_on_return: false,
+            pgbouncer_transaction_mode: false,
+            cleanup_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("pgbouncer_transaction_mode", &self.pgbouncer_transaction_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What all connections of a pool share: their settings and the pool's counters. Kept
+/// apart from the engine's state so that connections (which live inside that state) do
+/// not keep the pool itself alive.
+pub(crate) struct Ctx {
+    pub(crate) config: ConnConfig,
+    pub(crate) counters: AtomicCounters,
+    next_conn_id: AtomicU64,
+}
+
+impl Ctx {
+    pub(crate) fn new(config: ConnConfig) -> Ctx {
+        Ctx {
+            config,
+            counters: AtomicCounters::default(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A new connection's identity.
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,504 @@
+//! Checking out one connection: the fast path, the one waiting protocol, validation,
+//! deadlines.
+//!
+//! # The state machine
+//!
+//! ```text
+//!  Start ──idle connection, nobody waiting──────────────────────────▶ resolved (no allocation)
+//!    │
+//!    ├─ queued, the sweeper keeps the deadline ─▶ Wait ──handed over, usable──▶ resolved
+//!    │                                              │
+//!    │                                              └─ broken, or taken back ─┐
+//!    └─ must validate an idle connection, or no runtime for the sweeper ──────┴▶ Slow ──▶ resolved
+//! ```
+//!
+//! * **Start** (first poll): one lock. Refuses if the pool is closed or this task
+//!   already holds a connection; takes the most recently returned idle connection when
+//!   no one waits, recording the holder in the same critical section; otherwise joins
+//!   the FIFO queue and arms the deadline sweeper (`sweeper.rs`).
+//! * **Wait**: a oneshot receiver. The connection arrives already recorded as this
+//!   task's, so the woken waiter takes no lock; the sweeper sends the timeout instead if
+//!   the deadline passes first.
+//! * **Slow**: a boxed future with a timer of its own, for everything rare: pinging an
+//!   idle connection (`validate_after_idle`), waiting again after a hand-over found
+//!   broken, waiting on a runtime where the sweeper cannot run.
+//!
+//! What a waiter does with what the queue sends is written once, in [`received`]: take
+//! the connection, or — found broken — discard it and go back to the head of the queue.
+//!
+//! Cancellation: dropping a checkout at any point leaves the pool as if it had never
+//! been asked; a connection handed over at the moment of the drop goes back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::holders::HolderEntry;
+use super::queue::{Handoff, Lease};
+use super::sweeper::{Sweep, arm_sweeper};
+use super::{Shared, State};
+use crate::config::NestedCheckout;
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
+
+type Slow = Pin<Box<dyn Future<Output = Result<Lease>> + Send>>;
+
+/// A checkout in progress (the engine's half of `Acquire`).
+pub(crate) struct Acquiring {
+    phase: Phase,
+}
+
+enum Phase {
+    /// Not polled yet.
+    Start,
+    /// In the queue; the deadline sweeper enforces the deadline.
+    Wait {
+        rx: oneshot::Receiver<Handoff>,
+        started: Instant,
+        task: TaskKey,
+    },
+    /// Validation before hand-out, waiting again after a broken hand-over, or waiting
+    /// with a timer of its own.
+    Slow(Slow),
+    /// Resolved.
+    Done,
+}
+
+/// What the first, synchronous attempt found.
+enum First {
+    Ready(Lease),
+    Validate(Box<Conn>),
+    /// An idle connection recently used: hand out without a ping.
+    Take(Box<Conn>),
+    /// Queued, and what the deadline needs.
+    Wait(oneshot::Receiver<Handoff>, Sweep),
+    /// Placeholder while the loop moves the previous value out.
+    Empty,
+}
+
+/// What a waiter got from the queue.
+enum Received {
+    Got(Lease),
+    /// The connection was unusable; this is the next thing to try.
+    Again(First),
+}
+
+impl Acquiring {
+    pub(crate) const fn new() -> Acquiring {
+        Acquiring {
+            phase: Phase::Start,
+        }
+    }
+
+    /// Drives the checkout for `site`.
+    pub(crate) fn poll(
+        &mut self,
+        shared: &Arc<Shared>,
+        site: Site,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Lease>> {
+        loop {
+            match &mut self.phase {
+                Phase::Start => {
+                    // Take part in tokio's cooperative budget like its own resources do,
+                    // so a loop of checkouts that never waits still lets other tasks run.
+                    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                    let task = TaskKey::current();
+                    let started = Instant::now();
+                    // Resolving from here leaves the phase at `Start` (nothing to clean
+                    // up on drop), which also spares rewriting it on the fast path.
+                    match try_acquire(shared, task, site, started) {
+                        Err(e) => {
+                            coop.made_progress();
+                            return Poll::Ready(Err(e));
+                        }
+                        Ok(First::Ready(lease)) => {
+                            coop.made_progress();
+                            return Poll::Ready(Ok(lease));
+                        }
+                        Ok(First::Wait(rx, sweep)) => {
+                            self.phase = if sweep.start(shared) {
+                                Phase::Wait { rx, started, task }
+                            } else {
+                                // No runtime for the sweeper: a timer of its own.
+                                let first = First::Wait(rx, Sweep::Unavailable);
+                                slow(shared, task, site, first, started, false)
+                            };
+                        }
+                        Ok(first) => self.phase = slow(shared, task, site, first, started, false),
+                    }
+                }
+                Phase::Wait { rx, .. } => {
+                    let res = ready!(Pin::new(rx).poll(cx));
+                    let Phase::Wait { started, task, .. } =
+                        std::mem::replace(&mut self.phase, Phase::Done)
+                    else {
+                        return Poll::Pending;
+                    };
+                    match received(shared, res, task, site, started) {
+                        Ok(Received::Got(lease)) => {
+                            record_wait(shared, started, lease.since);
+                            return Poll::Ready(Ok(lease));
+                        }
+                        Ok(Received::Again(next)) => {
+                            self.phase = slow(shared, task, site, next, started, true);
+                        }
+                        Err(e) => {
+                            record_wait(shared, started, Instant::now());
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                Phase::Slow(slow) => {
+                    let res = ready!(slow.as_mut().poll(cx));
+                    self.phase = Phase::Done;
+                    return Poll::Ready(res);
+                }
+                Phase::Done => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The checkout is dropped: leave the queue (a connection handed over at this moment
+    /// goes back). The slow path's own guards do the same when it is dropped.
+    pub(crate) fn abandon(&mut self, shared: &Arc<Shared>) {
+        if let Phase::Wait { rx, .. } = &mut self.phase {
+            leave_queue(shared, rx);
+        }
+    }
+}
+
+/// The slow path, boxed.
+fn slow(
+    shared: &Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    first: First,
+    started: Instant,
+    waited: bool,
+) -> Phase {
+    Phase::Slow(Box::pin(slow_path(
+        Arc::clone(shared),
+        task,
+        site,
+        first,
+        started,
+        waited,
+    )))
+}
+
+/// Counts an acquire that had to wait, and for how long.
+fn record_wait(shared: &Shared, started: Instant, until: Instant) {
+    let counters = &shared.ctx.counters;
+    AtomicCounters::bump(&counters.waits);
+    let nanos =
+        u64::try_from(until.saturating_duration_since(started).as_nanos()).unwrap_or(u64::MAX);
+    counters.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+}
+
+/// Refuses a checkout by a task that already holds one (per policy).
+pub(super) fn nested_check(shared: &Shared, st: &State, task: TaskKey, site: Site) -> Result<()> {
+    let policy = shared.config.nested_checkout;
+    if policy == NestedCheckout::Allow || !shared.config.bookkeeping {
+        return Ok(());
+    }
+    let Some(first) = st.holders.held_by(task) else {
+        return Ok(());
+    };
+    AtomicCounters::bump(&shared.ctx.counters.nested_checkouts);
+    match policy {
+        NestedCheckout::Error => Err(Error::NestedCheckout {
+            first,
+            second: site,
+        }),
+        _ => {
+            tracing::warn!(
+                target: "pool_core",
+                %first, second = %site, %task,
+                "nested checkout: this task already holds a connection from this pool and asked for another; \
+                 under load this deadlocks the pool"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Refuses a new waiter beyond `max_waiting`.
+pub(super) fn check_room_to_wait(shared: &Shared, st: &State) -> Result<()> {
+    match shared.config.max_waiting {
+        Some(max) if st.queue.waiting() >= max => Err(Error::TooManyWaiters {
+            waiting: st.queue.waiting(),
+            max_waiting: max,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) -> Result<First> {
+    shared.ensure_maintenance();
+    let mut trash = Vec::new();
+    let first = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        nested_check(shared, &st, task, site)?;
+        let found = if st.queue.waiting() == 0 {
+            if let Some((conn, since)) = st.pop_idle(now, &shared.ctx.counters, &mut trash) {
+                if shared.needs_validation(since, now) {
+                    Some(First::Validate(conn))
+                } else {
+                    let key = st.holders.record(HolderEntry::new(site, task, now, &conn));
+                    AtomicCounters::bump(&shared.ctx.counters.acquires);
+                    Some(First::Ready(Lease {
+                        conn,
+                        key,
+                        since: now,
+                    }))
+                }
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match found {
+            Some(first) => first,
+            None => {
+                check_room_to_wait(shared, &st)?;
+                if !trash.is_empty() {
+                    shared.spawn_connects(&mut st);
+                }
+                let deadline = now + shared.acquire_timeout();
+                let (rx, sweep) = enqueue(shared, &mut st, site, task, deadline, false);
+                First::Wait(rx, sweep)
+            }
+        }
+    };
+    drop(trash);
+    Ok(first)
+}
+
+/// Joins the queue for one connection, starts the connects it needs, and says what its
+/// deadline needs.
+fn enqueue(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    site: Site,
+    task: TaskKey,
+    deadline: Instant,
+    front: bool,
+) -> (oneshot::Receiver<Handoff>, Sweep) {
+    let rx = st.queue.push_one(site, task, deadline, front);
+    shared.spawn_connects(st);
+    let sweep = arm_sweeper(shared, st, deadline);
+    (rx, sweep)
+}
+
+/// Holds a connection on its way to a borrower; gives it back to the pool if the
+/// acquire is abandoned.
+struct Candidate {
+    shared: Arc<Shared>,
+    conn: Option<Box<Conn>>,
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.checkin(conn, None);
+        }
+    }
+}
+
+/// Waits in the queue; leaves it cleanly if abandoned.
+struct Waiting {
+    shared: Arc<Shared>,
+    rx: oneshot::Receiver<Handoff>,
+    done: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.done {
+            leave_queue(&self.shared, &mut self.rx);
+        }
+    }
+}
+
+impl Waiting {
+    async fn recv(&mut self) -> std::result::Result<Handoff, oneshot::error::RecvError> {
+        let res = (&mut self.rx).await;
+        self.done = true;
+        res
+    }
+}
+
+/// A single waiter gives up: a connection handed over at that moment goes back to the
+/// pool; otherwise the queue is told one waiter fewer.
+fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
+    rx.close();
+    match rx.try_recv() {
+        Ok(Ok(lease)) => shared.checkin(lease.conn, Some(lease.key)),
+        Ok(Err(_)) => {}
+        Err(_) => shared.lock().queue.leave_one(),
+    }
+}
+
+/// What a waiter does with what the queue sent (the one place for it, whoever enforces
+/// the deadline): a usable connection is taken; one found broken is discarded and the
+/// task looks again — another idle connection, or the head of the queue, since it was
+/// already served once; `Closed` if the pool closed meanwhile (the connection goes back).
+fn received(
+    shared: &Arc<Shared>,
+    res: std::result::Result<Handoff, oneshot::error::RecvError>,
+    task: TaskKey,
+    site: Site,
+    started: Instant,
+) -> Result<Received> {
+    // The sender is only dropped with the pool's state, i.e. never while we wait.
+    let lease = res.map_err(|_| Error::Closed)??;
+    if shared.closed.load(Ordering::Acquire) {
+        shared.checkin(lease.conn, Some(lease.key));
+        return Err(Error::Closed);
+    }
+    if lease.conn.is_broken() {
+        shared.discard_held(lease.conn, lease.key, DiscardReason::Broken);
+        let deadline = started + shared.acquire_timeout();
+        return requeue(shared, task, site, deadline).map(Received::Again);
+    }
+    AtomicCounters::bump(&shared.ctx.counters.acquires);
+    Ok(Received::Got(lease))
+}
+
+async fn slow_path(
+    shared: Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    first: First,
+    started: Instant,
+    waited: bool,
+) -> Result<Lease> {
+    let deadline = started + shared.acquire_timeout();
+    let waited = waited || matches!(first, First::Wait(..));
+    let res =
+        tokio::time::timeout_at(deadline, acquire_loop(&shared, task, site, first, started)).await;
+    if waited {
+        record_wait(&shared, started, Instant::now());
+    }
+    match res {
+        Ok(res) => res,
+        Err(_) => {
+            AtomicCounters::bump(&shared.ctx.counters.timeouts);
+            Err(acquire_timeout_error(&shared))
+        }
+    }
+}
+
+/// The error of an acquire whose deadline passed, with the pool's state at that moment.
+pub(super) fn acquire_timeout_error(shared: &Shared) -> Error {
+    let timeout = shared.acquire_timeout_locked(&shared.lock(), Instant::now());
+    Error::Timeout(Box::new(timeout))
+}
+
+async fn acquire_loop(
+    shared: &Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    mut next: First,
+    started: Instant,
+) -> Result<Lease> {
+    let deadline = started + shared.acquire_timeout();
+    loop {
+        let (conn, validate) = match std::mem::replace(&mut next, First::Empty) {
+            First::Ready(lease) => return Ok(lease),
+            First::Validate(conn) => (conn, true),
+            First::Take(conn) => (conn, false),
+            First::Empty => return Err(Error::Closed),
+            First::Wait(rx, sweep) => {
+                // This path has a timer of its own; the sweeper serves the others.
+                sweep.start(shared);
+                let mut waiting = Waiting {
+                    shared: Arc::clone(shared),
+                    rx,
+                    done: false,
+                };
+                let res = waiting.recv().await;
+                match received(shared, res, task, site, started)? {
+                    Received::Got(lease) => return Ok(lease),
+                    Received::Again(again) => next = again,
+                }
+                continue;
+            }
+        };
+        let mut candidate = Candidate {
+            shared: Arc::clone(shared),
+            conn: Some(conn),
+        };
+        let usable = match candidate.conn.as_mut() {
+            None => false,
+            Some(conn) if conn.is_broken() => false,
+            Some(conn) if validate => {
+                let limit = shared.ctx.config.connect_timeout;
+                conn.ping(limit).await
+            }
+            Some(_) => true,
+        };
+        if !usable {
+            if let Some(conn) = candidate.conn.take() {
+                let reason = if validate {
+                    DiscardReason::FailedValidation
+                } else {
+                    DiscardReason::Broken
+                };
+                shared.discard(conn, reason);
+            }
+            next = requeue(shared, task, site, deadline)?;
+            continue;
+        }
+        let now = Instant::now();
+        let mut st = shared.lock();
+        if st.closed {
+            drop(st);
+            return Err(Error::Closed);
+        }
+        let Some(conn) = candidate.conn.take() else {
+            continue;
+        };
+        let key = st.holders.record(HolderEntry::new(site, task, now, &conn));
+        AtomicCounters::bump(&shared.ctx.counters.acquires);
+        return Ok(Lease {
+            conn,
+            key,
+            since: now,
+        });
+    }
+}
+
+/// After a connection turned out unusable: take another idle one, or wait.
+fn requeue(shared: &Arc<Shared>, task: TaskKey, site: Site, deadline: Instant) -> Result<First> {
+    let now = Instant::now();
+    let mut trash = Vec::new();
+    let next = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        match st.pop_idle(now, &shared.ctx.counters, &mut trash) {
+            Some((conn, since)) if shared.needs_validation(since, now) => First::Validate(conn),
+            Some((conn, _)) => First::Take(conn),
+            // Back to the head of the queue: this task was already served once.
+            None => {
+                let (rx, sweep) = enqueue(shared, &mut st, site, task, deadline, true);
+                First::Wait(rx, sweep)
+            }
+        }
+    };
+    drop(trash);
+    Ok(next)
+}

@@ -1,0 +1,191 @@
+//! Checking out several connections at once, all or none: the task never holds some
+//! while waiting for the rest, so two tasks that each need two cannot deadlock each
+//! other. The set waits in the same FIFO queue as single checkouts, as one entry that
+//! gathers connections until it has them all, with a deadline of its own.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::acquire::{acquire_timeout_error, check_room_to_wait, nested_check};
+use super::holders::{HolderEntry, HolderKey};
+use super::queue::HandoffMany;
+use super::{Shared, State};
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
+
+/// Waits for a set of connections; leaves the queue cleanly if abandoned.
+struct WaitingMany {
+    shared: Arc<Shared>,
+    id: u64,
+    rx: oneshot::Receiver<HandoffMany>,
+    done: bool,
+}
+
+impl Drop for WaitingMany {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(Ok(conns)) => {
+                for conn in conns {
+                    self.shared.checkin(conn, None);
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let now = Instant::now();
+                let mut st = self.shared.lock();
+                if let Some(got) = st.queue.leave_many(self.id) {
+                    for conn in got {
+                        self.shared.hand_off(&mut st, conn, now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks out `n` connections at once, all or none, for `site`. Returns them with
+/// their holder records and the time they were handed out.
+pub(crate) async fn acquire_many(
+    shared: &Arc<Shared>,
+    n: usize,
+    site: Site,
+) -> Result<(Vec<(Box<Conn>, HolderKey)>, Instant)> {
+    let max = shared.config.max_size;
+    if n > max {
+        return Err(Error::config(
+            "max_size",
+            format!(
+                "is {max}, but acquire_many asked for {n} connections at once; raise max_size or ask for fewer"
+            ),
+        ));
+    }
+    let task = TaskKey::current();
+    let started = Instant::now();
+    let mut trash = Vec::new();
+    let waiting = {
+        let mut st = shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        nested_check(shared, &st, task, site)?;
+        let mut got = Vec::with_capacity(n);
+        if st.queue.waiting() == 0 {
+            while got.len() < n {
+                match st.pop_idle(started, &shared.ctx.counters, &mut trash) {
+                    Some((conn, _)) => got.push(conn),
+                    None => break,
+                }
+            }
+        }
+        if got.len() == n {
+            let set = register_all(shared, &mut st, got, task, site, started);
+            drop(st);
+            drop(trash);
+            return Ok((set, started));
+        }
+        if let Err(e) = check_room_to_wait(shared, &st) {
+            for conn in got {
+                shared.hand_off(&mut st, conn, started);
+            }
+            return Err(e);
+        }
+        enqueue_with(shared, &mut st, n, false, got, started)
+    };
+    drop(trash);
+    let mut waiting = waiting;
+    let deadline = started + shared.acquire_timeout();
+    AtomicCounters::bump(&shared.ctx.counters.waits);
+    let conns = loop {
+        let res = tokio::time::timeout_at(deadline, &mut waiting.rx).await;
+        let conns = match res {
+            Ok(Ok(handoff)) => {
+                waiting.done = true;
+                handoff?
+            }
+            Ok(Err(_)) => {
+                waiting.done = true;
+                return Err(Error::Closed);
+            }
+            Err(_) => {
+                drop(waiting);
+                AtomicCounters::bump(&shared.ctx.counters.timeouts);
+                return Err(acquire_timeout_error(shared));
+            }
+        };
+        if conns.iter().all(|c| !c.is_broken()) {
+            break conns;
+        }
+        // Some died while the set was gathered. Never hold the rest while waiting for
+        // replacements: close the dead ones, then, under one lock, go back to the head
+        // of the queue and give the living ones back — straight into this task's own
+        // entry — and wait for the set again.
+        let (alive, dead): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| !c.is_broken());
+        for conn in dead {
+            shared.discard(conn, DiscardReason::Broken);
+        }
+        let now = Instant::now();
+        let mut st = shared.lock();
+        if st.closed {
+            st.slots.lost(alive.len());
+            for _ in &alive {
+                shared.ctx.counters.discard(DiscardReason::Closed);
+            }
+            shared.after_shrink(&mut st);
+            return Err(Error::Closed);
+        }
+        waiting = enqueue_with(shared, &mut st, n, true, alive, now);
+    };
+    let now = Instant::now();
+    let mut st = shared.lock();
+    let set = register_all(shared, &mut st, conns, task, site, now);
+    drop(st);
+    Ok((set, now))
+}
+
+/// Joins the queue for `n` connections (at its head when `front`), starts the connects
+/// it needs, and hands it the connections it already has.
+fn enqueue_with(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    n: usize,
+    front: bool,
+    have: Vec<Box<Conn>>,
+    now: Instant,
+) -> WaitingMany {
+    let (id, rx) = st.queue.push_many(n, front);
+    shared.spawn_connects(st);
+    for conn in have {
+        shared.hand_off(st, conn, now);
+    }
+    WaitingMany {
+        shared: Arc::clone(shared),
+        id,
+        rx,
+        done: false,
+    }
+}
+
+fn register_all(
+    shared: &Shared,
+    st: &mut State,
+    conns: Vec<Box<Conn>>,
+    task: TaskKey,
+    site: Site,
+    now: Instant,
+) -> Vec<(Box<Conn>, HolderKey)> {
+    conns
+        .into_iter()
+        .map(|conn| {
+            let key = st.holders.record(HolderEntry::new(site, task, now, &conn));
+            AtomicCounters::bump(&shared.ctx.counters.acquires);
+            (conn, key)
+        })
+        .collect()
+}

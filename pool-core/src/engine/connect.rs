@@ -1,0 +1,210 @@
+//! The connect gate: the tasks that open connections for waiters, how many run, and the
+//! backoff that keeps a down server from a retry storm.
+//!
+//! Connections are opened by background tasks, never by the acquiring task, so an
+//! acquire dropped mid-wait never abandons a half-open connection, and no more
+//! connections are opened than there are waiters to serve. While the server is failing,
+//! only one task at a time probes it; the others wait for the probe's outcome (or the
+//! backoff to pass), so a pool of any size makes one attempt per backoff period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{Shared, State};
+use crate::conn::{self, ConnectFailure};
+use crate::error::Error;
+use crate::random::jitter;
+use crate::status::AtomicCounters;
+
+/// The first retry after a failed connect waits this long; each further failure doubles
+/// it, up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// The longest pause between connect attempts while the server is unreachable.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+/// What the pool knows about the server's willingness to accept connections.
+#[derive(Default)]
+pub(super) struct Gate {
+    last_error: Option<Arc<Error>>,
+    failures_in_row: u32,
+    /// No attempt before this (backoff).
+    next_at: Option<Instant>,
+    /// A connect task is probing a failing server; the others wait for its outcome.
+    probing: bool,
+}
+
+/// What a connect task does next.
+enum Step {
+    /// Try to connect now.
+    Go,
+    /// Wait until then (or until the probe succeeds), and ask again.
+    Wait(Instant),
+    /// Stop: the connection is no longer needed.
+    Stop,
+}
+
+impl Gate {
+    /// The error of the last failed attempt, while the server keeps failing.
+    pub(super) fn last_error(&self) -> Option<Arc<Error>> {
+        self.last_error.clone()
+    }
+
+    /// Whether attempts are paused by the backoff.
+    pub(super) fn backing_off(&self, now: Instant) -> bool {
+        self.next_at.is_some_and(|at| at > now)
+    }
+
+    /// What a connect task may do now; `needed`: the waiters need at least as many
+    /// connections as are being opened.
+    fn step(&mut self, now: Instant, needed: bool) -> Step {
+        if self.failures_in_row == 0 {
+            Step::Go
+        } else if !needed {
+            Step::Stop
+        } else if self.probing || self.backing_off(now) {
+            Step::Wait(
+                self.next_at
+                    .unwrap_or(now)
+                    .max(now + Duration::from_millis(5)),
+            )
+        } else {
+            self.probing = true;
+            Step::Go
+        }
+    }
+
+    /// An attempt succeeded. Whether the server had been failing.
+    fn succeeded(&mut self) -> bool {
+        self.probing = false;
+        let recovered = self.failures_in_row > 0;
+        self.failures_in_row = 0;
+        self.next_at = None;
+        self.last_error = None;
+        recovered
+    }
+
+    /// An attempt failed with `error`.
+    fn failed(&mut self, now: Instant, error: Error) {
+        self.probing = false;
+        self.failures_in_row = self.failures_in_row.saturating_add(1);
+        self.next_at = Some(now + backoff(self.failures_in_row));
+        self.last_error = Some(Arc::new(error));
+    }
+}
+
+impl Shared {
+    /// Starts connect tasks for waiters not yet covered by a connection being opened,
+    /// within `max_size`.
+    pub(super) fn spawn_connects(self: &Arc<Self>, st: &mut State) {
+        while !st.closed
+            && st.slots.connecting() < st.queue.need()
+            && st.slots.has_room(self.config.max_size)
+        {
+            if !self.spawn_one_connect(st) {
+                break;
+            }
+        }
+    }
+
+    /// Reserves a slot and starts a task that fills it. `false` without a runtime.
+    pub(super) fn spawn_one_connect(self: &Arc<Self>, st: &mut State) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        st.slots.reserve_connect();
+        rt.spawn(connect_task(Arc::clone(self)));
+        true
+    }
+}
+
+/// Opens one connection for the pool, retrying with backoff while waiters still need it.
+/// The caller reserved a slot.
+async fn connect_task(shared: Arc<Shared>) {
+    loop {
+        let step = {
+            let now = Instant::now();
+            let mut st = shared.lock();
+            let needed = st.queue.need() >= st.slots.connecting();
+            let step = if st.closed {
+                Step::Stop
+            } else {
+                st.gate.step(now, needed)
+            };
+            if let Step::Stop = step {
+                give_up(&shared, &mut st);
+                return;
+            }
+            step
+        };
+        if let Step::Wait(at) = step {
+            let woken = shared.connect_gate.notified();
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = woken => {}
+            }
+            continue;
+        }
+        let id = shared.ctx.next_conn_id();
+        let span = tracing::debug_span!(target: "pool_core", "connect", conn = id);
+        let outcome = conn::open(&shared.ctx, id).instrument(span).await;
+        let now = Instant::now();
+        let mut st = shared.lock();
+        match outcome {
+            Ok(conn) => {
+                AtomicCounters::bump(&shared.ctx.counters.created);
+                tracing::debug!(target: "pool_core", conn = id, backend_pid = conn.backend_pid(), "connection opened");
+                st.slots.connected();
+                let recovered = st.gate.succeeded();
+                shared.put_back(st, conn, now);
+                if recovered {
+                    // The server is back: the tasks waiting out the backoff go now.
+                    shared.connect_gate.notify_waiters();
+                }
+                return;
+            }
+            Err(ConnectFailure { error, permanent }) => {
+                AtomicCounters::bump(&shared.ctx.counters.connect_failures);
+                tracing::debug!(target: "pool_core", %error, permanent, "connection attempt failed");
+                let nothing_else_to_wait_for = st.slots.size() - st.slots.connecting() == 0;
+                if permanent
+                    && nothing_else_to_wait_for
+                    && let Error::Connect { source } = &error
+                {
+                    // No connection exists that could come back: tell the waiters now
+                    // rather than at their deadline.
+                    let source = Arc::clone(source);
+                    let gathered = st.queue.fail_all(|| Error::Connect {
+                        source: Arc::clone(&source),
+                    });
+                    for conn in gathered {
+                        shared.hand_off(&mut st, conn, now);
+                    }
+                }
+                st.gate.failed(now, error);
+                let still_needed =
+                    !st.closed && !permanent && st.queue.need() >= st.slots.connecting();
+                if !still_needed {
+                    give_up(&shared, &mut st);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Gives back the slot a connect task reserved.
+fn give_up(shared: &Arc<Shared>, st: &mut State) {
+    st.slots.abandon_connect();
+    shared.after_shrink(st);
+}
+
+/// Capped exponential backoff with ±25 % jitter, so many pools restarting together do
+/// not reconnect in lock step.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let d = exp.min(BACKOFF_CAP);
+    d - d / 4 + jitter(d / 2)
+}

@@ -1,0 +1,109 @@
+//! The idle list: open connections waiting for a borrower, most recently returned last,
+//! with the rules for which of them may still be handed out.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::conn::Conn;
+use crate::status::{AtomicCounters, DiscardReason};
+
+struct IdleConn {
+    conn: Box<Conn>,
+    since: Instant,
+}
+
+/// Idle connections; the oldest returns sit at the front.
+#[derive(Default)]
+pub(super) struct IdleList {
+    list: Vec<IdleConn>,
+}
+
+impl IdleList {
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// A connection becomes idle.
+    pub(super) fn push(&mut self, conn: Box<Conn>, now: Instant) {
+        self.list.push(IdleConn { conn, since: now });
+    }
+
+    /// Takes an idle connection that is open and not expired, with the time it became
+    /// idle, moving stale ones into `trash` on the way (counted as discarded; to be
+    /// dropped after the lock is released). Most recently returned first, so surplus
+    /// connections age out through `idle_timeout`.
+    pub(super) fn pop(
+        &mut self,
+        now: Instant,
+        counters: &AtomicCounters,
+        trash: &mut Vec<Box<Conn>>,
+    ) -> Option<(Box<Conn>, Instant)> {
+        while let Some(idle) = self.list.pop() {
+            match stale(&idle.conn, now) {
+                Some(reason) => {
+                    counters.discard(reason);
+                    trash.push(idle.conn);
+                }
+                None => return Some((idle.conn, idle.since)),
+            }
+        }
+        None
+    }
+
+    /// Removes the idle connections that are broken, past `max_lifetime`, or idle
+    /// longer than `idle_timeout` beyond `min_idle` (oldest first), counted as
+    /// discarded. Returns them, to be dropped after the lock is released.
+    pub(super) fn reap(
+        &mut self,
+        now: Instant,
+        idle_timeout: Option<Duration>,
+        min_idle: usize,
+        counters: &AtomicCounters,
+    ) -> Vec<Box<Conn>> {
+        let mut trash = Vec::new();
+        let mut kept = Vec::with_capacity(self.list.len());
+        let total = self.list.len();
+        for (i, idle) in std::mem::take(&mut self.list).into_iter().enumerate() {
+            let remaining_after = total - i - 1 + kept.len();
+            let idle_too_long = idle_timeout.is_some_and(|t| now.duration_since(idle.since) >= t);
+            let reason = match stale(&idle.conn, now) {
+                None if idle_too_long && remaining_after >= min_idle => {
+                    Some(DiscardReason::IdleTimeout)
+                }
+                reason => reason,
+            };
+            match reason {
+                Some(reason) => {
+                    counters.discard(reason);
+                    trash.push(idle.conn);
+                }
+                None => kept.push(idle),
+            }
+        }
+        self.list = kept;
+        trash
+    }
+
+    /// Takes every idle connection (the pool is closing).
+    pub(super) fn drain(&mut self) -> Vec<Box<Conn>> {
+        self.list.drain(..).map(|idle| idle.conn).collect()
+    }
+}
+
+/// Why an idle or returning connection cannot be reused, if it cannot: closed, or past
+/// its lifetime.
+fn stale(conn: &Conn, now: Instant) -> Option<DiscardReason> {
+    if conn.is_broken() {
+        Some(DiscardReason::Broken)
+    } else {
+        expired(conn, now)
+    }
+}
+
+/// `Expired` if the connection reached `max_lifetime`.
+pub(super) fn expired(conn: &Conn, now: Instant) -> Option<DiscardReason> {
+    conn.expires()
+        .is_some_and(|at| at <= now)
+        .then_some(DiscardReason::Expired)
+}

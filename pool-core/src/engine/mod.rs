@@ -1,0 +1,287 @@
+//! The engine: the pool's shared, locked state and the workers that change it.
+//!
+//! One mutex guards [`State`], which is made of parts that own their data and the
+//! methods on it: the waiter queue (`queue.rs`), the holders record (`holders.rs`), the
+//! idle list (`idle.rs`), the connection count (`slots.rs`), the connect gate and its
+//! tasks (`connect.rs`) and the deadline sweeper (`sweeper.rs`). The workers — checkout
+//! (`acquire.rs`, `acquire_many.rs`), check-in (`checkin.rs`) and the maintenance pass
+//! (`maintain.rs`) — call those methods; no module outside the engine sees the state.
+//! The engine hands out and takes back boxed [`Conn`]s: it runs no SQL itself except
+//! through the connection layer, and knows nothing of the user-facing handles (`Db`,
+//! `PooledConn`), which are built on top of it.
+
+mod acquire;
+mod acquire_many;
+mod checkin;
+mod connect;
+mod holders;
+mod idle;
+mod maintain;
+mod queue;
+mod slots;
+mod sweeper;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::PoolConfig;
+use crate::conn::{self, Conn, ConnConfig, Ctx};
+use crate::error::{Error, Result, Timeout, TimeoutKind};
+use crate::status::{AtomicCounters, DiscardReason, Holder, Status};
+pub(crate) use acquire::Acquiring;
+pub(crate) use acquire_many::acquire_many;
+pub(crate) use holders::HolderKey;
+pub(crate) use queue::Lease;
+
+/// The pool itself, shared by every `Pool` clone and `Db`.
+pub(crate) struct Shared {
+    /// What connections share: their settings and the pool's counters.
+    pub(crate) ctx: Arc<Ctx>,
+    config: PoolConfig,
+    state: Mutex<State>,
+    maintenance_started: AtomicBool,
+    /// Signalled whenever the pool shrinks after `close()`.
+    shrunk: Notify,
+    /// Signalled when a connect succeeds after failures, waking tasks in backoff.
+    connect_gate: Notify,
+    /// Wakes the deadline sweeper (see `sweeper::arm_sweeper`).
+    sweep: Arc<Notify>,
+    /// Mirrors `State::closed`, for a waiter that received a connection to check without
+    /// taking the lock.
+    closed: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The deadline sweeper holds the pool weakly: let it see that it is gone.
+        self.sweep.notify_one();
+    }
+}
+
+/// The locked state, in parts.
+struct State {
+    idle: idle::IdleList,
+    queue: queue::Queue,
+    holders: holders::Holders,
+    slots: slots::Slots,
+    gate: connect::Gate,
+    sweeper: sweeper::SweeperState,
+    closed: bool,
+}
+
+impl State {
+    /// Takes an idle connection that can be handed out (see [`idle::IdleList::pop`]),
+    /// giving up the slots of the stale ones moved into `trash`.
+    fn pop_idle(
+        &mut self,
+        now: Instant,
+        counters: &AtomicCounters,
+        trash: &mut Vec<Box<Conn>>,
+    ) -> Option<(Box<Conn>, Instant)> {
+        let before = trash.len();
+        let found = self.idle.pop(now, counters, trash);
+        self.slots.lost(trash.len() - before);
+        found
+    }
+
+    /// Closes the idle connections past their time (see [`idle::IdleList::reap`]).
+    fn reap_idle(
+        &mut self,
+        now: Instant,
+        cfg: &PoolConfig,
+        counters: &AtomicCounters,
+    ) -> Vec<Box<Conn>> {
+        let trash = self
+            .idle
+            .reap(now, cfg.idle_timeout, cfg.min_idle, counters);
+        self.slots.lost(trash.len());
+        trash
+    }
+}
+
+impl Shared {
+    /// A new pool's state; its maintenance task starts now if a runtime is at hand, or
+    /// with the first acquire.
+    pub(crate) fn new(config: PoolConfig, conn: ConnConfig) -> Arc<Shared> {
+        let state = State {
+            idle: idle::IdleList::default(),
+            queue: queue::Queue::default(),
+            holders: holders::Holders::new(config.bookkeeping),
+            slots: slots::Slots::default(),
+            gate: connect::Gate::default(),
+            sweeper: sweeper::SweeperState::default(),
+            closed: false,
+        };
+        let shared = Arc::new(Shared {
+            ctx: Arc::new(Ctx::new(conn)),
+            config,
+            state: Mutex::new(state),
+            maintenance_started: AtomicBool::new(false),
+            shrunk: Notify::new(),
+            connect_gate: Notify::new(),
+            sweep: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
+        });
+        shared.ensure_maintenance();
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated in a way
+        // that matters more than refusing all further work; keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pool's own settings.
+    pub(crate) fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    fn ensure_maintenance(self: &Arc<Self>) {
+        if self.maintenance_started.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current()
+            && !self.maintenance_started.swap(true, Ordering::AcqRel)
+        {
+            rt.spawn(maintain::run(Arc::downgrade(self)));
+        }
+    }
+
+    /// Whether `close()` was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// How many connections exist and what they are doing, with the counters.
+    pub(crate) fn status(&self) -> Status {
+        self.status_locked(&self.lock())
+    }
+
+    fn status_locked(&self, st: &State) -> Status {
+        let (size, idle, connecting) = (st.slots.size(), st.idle.len(), st.slots.connecting());
+        Status {
+            size,
+            idle,
+            in_use: size - idle - connecting,
+            connecting,
+            waiting: st.queue.waiting(),
+            max_size: self.config.max_size,
+            closed: st.closed,
+            counters: self.ctx.counters.snapshot(),
+        }
+    }
+
+    /// The details of an acquire timeout, all from one look at the state.
+    fn acquire_timeout_locked(&self, st: &State, now: Instant) -> Timeout {
+        Timeout {
+            kind: TimeoutKind::Acquire,
+            after: self.acquire_timeout(),
+            status: Some(self.status_locked(st)),
+            holders: st.holders.snapshot(now),
+            last_connect_error: st.gate.last_error(),
+            statement: None,
+            unsent: false,
+        }
+    }
+
+    /// Who holds connections now, longest-held first.
+    pub(crate) fn holders(&self) -> Vec<Holder> {
+        let now = Instant::now();
+        self.lock().holders.snapshot(now)
+    }
+
+    /// Closes the pool: fails the waiters, closes the idle connections, then waits up
+    /// to `close_timeout` for those in use (closed as they come back).
+    pub(crate) async fn close(&self) {
+        let trash = {
+            let mut st = self.lock();
+            st.closed = true;
+            self.closed.store(true, Ordering::Release);
+            let mut trash = st.queue.fail_all(|| Error::Closed);
+            trash.extend(st.idle.drain());
+            st.slots.lost(trash.len());
+            for _ in 0..trash.len() {
+                self.ctx.counters.discard(DiscardReason::Closed);
+            }
+            trash
+        };
+        drop(trash);
+        let deadline = Instant::now() + self.config.close_timeout;
+        loop {
+            let notified = self.shrunk.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().slots.size() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let holders = self.holders();
+                tracing::warn!(
+                    target: "pool_core",
+                    still_held = holders.len(),
+                    holders = %holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("; "),
+                    "pool closed with connections still in use after close_timeout; they are closed when returned"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Opens one connection directly — reporting the real failure at once, not at an
+    /// acquire deadline — and adds it to the pool.
+    pub(crate) async fn warm_up(self: &Arc<Self>) -> Result<()> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            if !st.slots.has_room(self.config.max_size) {
+                return Ok(());
+            }
+            st.slots.reserve();
+        }
+        /// Gives the reserved slot back unless a connection filled it.
+        struct Slot<'a>(&'a Arc<Shared>, bool);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    let mut st = self.0.lock();
+                    st.slots.lost(1);
+                    self.0.after_shrink(&mut st);
+                }
+            }
+        }
+        let mut slot = Slot(self, false);
+        match conn::open(&self.ctx, self.ctx.next_conn_id()).await {
+            Ok(conn) => {
+                slot.1 = true;
+                AtomicCounters::bump(&self.ctx.counters.created);
+                let st = self.lock();
+                self.put_back(st, conn, Instant::now());
+                Ok(())
+            }
+            Err(failure) => {
+                AtomicCounters::bump(&self.ctx.counters.connect_failures);
+                Err(failure.error)
+            }
+        }
+    }
+
+    /// Whether a connection idle since `since` must be pinged before hand-out.
+    fn needs_validation(&self, since: Instant, now: Instant) -> bool {
+        self.config
+            .validate_after_idle
+            .is_some_and(|d| now.duration_since(since) >= d)
+    }
+
+    fn acquire_timeout(&self) -> Duration {
+        self.config.acquire_timeout
+    }
+}
