@@ -27,7 +27,7 @@ pub(crate) enum PcVariant {
     Default,
     /// `nested_checkout(NestedCheckout::Allow)`: no nested-checkout check.
     NestedAllow,
-    /// `__bookkeeping(false)`: no holder records (checkout site, task, time) and so no
+    /// `__private::bookkeeping(b, false)`: no holder records (checkout site, task, time) and so no
     /// nested-checkout check either.
     NoBookkeeping,
     /// `statement_timeout(None)`: statements run without a `tokio::time::timeout`.
@@ -156,7 +156,7 @@ impl PoolCore {
         b = match variant {
             PcVariant::Default => b,
             PcVariant::NestedAllow => b.nested_checkout(pool_core::NestedCheckout::Allow),
-            PcVariant::NoBookkeeping => b.__bookkeeping(false),
+            PcVariant::NoBookkeeping => pool_core::__private::bookkeeping(b, false),
             PcVariant::NoStatementTimeout => b.statement_timeout(None),
         };
         let pool = b.build().map_err(|e| e.to_string())?;

@@ -701,7 +701,7 @@ pub(crate) fn markdown(
         out,
         "Default (nested-checkout refusal, a holder record with checkout site, task and time per checkout, 60 s statement timeout) against: \
          `nested_checkout(NestedCheckout::Allow)` (no nested-checkout check; holders still recorded); \
-         `__bookkeeping(false)` (a hidden, benchmark-only switch: no holder records at all, hence no nested-checkout check, \
+         `__private::bookkeeping(builder, false)` (a hidden, benchmark-only switch: no holder records at all, hence no nested-checkout check, \
          no leak warnings and no holders in timeout errors; the checkout site itself is a `#[track_caller]` pointer and costs nothing to capture); \
          `statement_timeout(None)` (no `tokio::time::timeout` around each statement; only the `SELECT 1` cell runs statements). \
          Figures: ops/s (÷ default; time per operation)."

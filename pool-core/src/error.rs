@@ -56,7 +56,6 @@ pub enum Error {
          for another, and the pool would deadlock. Pass the held connection down (`&mut conn`) \
          instead of checking out again, or take both at once with `db.acquire_many(2)`"
     )]
-    #[non_exhaustive]
     NestedCheckout {
         /// Where the connection this task already holds was checked out.
         first: Site,
@@ -70,7 +69,6 @@ pub enum Error {
         "too many tasks waiting for a connection ({waiting} already queued, max_waiting = {max_waiting}); \
          shed load, raise max_size or max_waiting, or shorten what holds connections"
     )]
-    #[non_exhaustive]
     TooManyWaiters {
         /// How many tasks were waiting.
         waiting: usize,

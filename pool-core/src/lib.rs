@@ -6,14 +6,14 @@
 
 // The layers, from the bottom up; each uses only those above it in this list (see
 // docs/architecture.md).
-mod status;
+mod api;
+mod config;
+mod conn;
+mod engine;
 mod error;
 mod random;
+mod status;
 mod stmt;
-mod conn;
-mod config;
-mod engine;
-mod api;
 
 pub use api::{
     Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, LockMode, Pool,

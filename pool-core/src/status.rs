@@ -7,7 +7,6 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-
 /// A place in the source code where a connection was checked out, captured with
 /// `#[track_caller]`.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -52,9 +52,9 @@ impl<'db> Future for Acquire<'db> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let (db, site) = (this.db, this.site);
-        this.checkout
-            .poll(&db.pool.shared, site, cx)
-            .map(|res| res.map(|lease| PooledConn::new(db, lease, site)))
+        this.checkout.poll(&db.pool.shared, site, cx, |lease| {
+            PooledConn::new(db, lease, site)
+        })
     }
 }
 

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::status::AtomicCounters;
 
 impl Conn {
-
     /// Brings the connection back to a clean session for the next borrower: waits for
     /// recovery, ends any transaction, resets the session state the borrower touched.
     /// An error means the connection must be discarded.

@@ -333,4 +333,3 @@ pub(crate) fn opt_row(mut rows: Vec<Row>) -> Result<Option<Row>> {
         n => Err(Error::RowCount { rows: n }),
     }
 }
-

@@ -127,6 +127,7 @@ impl Conn {
 
     /// The server process serving this connection (`pg_backend_pid()`), as seen in
     /// `pg_stat_activity.pid`.
+    #[inline]
     pub fn backend_pid(&self) -> i32 {
         self.meta.backend_pid
     }
@@ -138,6 +139,7 @@ impl Conn {
     }
 
     /// Whether the connection is known to be unusable; the pool will discard it.
+    #[inline]
     pub fn is_broken(&self) -> bool {
         self.state.broken || self.closed()
     }
@@ -149,11 +151,13 @@ impl Conn {
     }
 
     /// When the connection reaches `max_lifetime`, if it has one.
+    #[inline]
     pub(crate) fn expires(&self) -> Option<Instant> {
         self.meta.expires
     }
 
     /// The server or the network closed the connection.
+    #[inline]
     fn closed(&self) -> bool {
         self.client.is_closed() || self.state.closed_at.get().is_some()
     }

@@ -126,4 +126,3 @@ fn is_permanent(e: &tokio_postgres::Error) -> bool {
     let text = e.to_string();
     text.starts_with("authentication error") || text.starts_with("invalid configuration")
 }
-

@@ -60,7 +60,10 @@ impl std::fmt::Debug for ConnConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
-            .field("pgbouncer_transaction_mode", &self.pgbouncer_transaction_mode)
+            .field(
+                "pgbouncer_transaction_mode",
+                &self.pgbouncer_transaction_mode,
+            )
             .finish_non_exhaustive()
     }
 }

@@ -23,7 +23,7 @@
 //!   idle connection (`validate_after_idle`), waiting again after a hand-over found
 //!   broken, waiting on a runtime where the sweeper cannot run.
 //!
-//! What a waiter does with what the queue sends is written once, in [`received`]: take
+//! What a waiter does with what the queue sends is written once, in `received`: take
 //! the connection, or — found broken — discard it and go back to the head of the queue.
 //!
 //! Cancellation: dropping a checkout at any point leaves the pool as if it had never
@@ -82,13 +82,6 @@ enum First {
     Empty,
 }
 
-/// What a waiter got from the queue.
-enum Received {
-    Got(Lease),
-    /// The connection was unusable; this is the next thing to try.
-    Again(First),
-}
-
 impl Acquiring {
     pub(crate) const fn new() -> Acquiring {
         Acquiring {
@@ -96,8 +89,41 @@ impl Acquiring {
         }
     }
 
-    /// Drives the checkout for `site`.
-    pub(crate) fn poll(
+    /// Drives the checkout for `site`; `hold` makes the borrower's handle from what is
+    /// handed out (built where the result is written, so the fast path copies nothing).
+    pub(crate) fn poll<T>(
+        &mut self,
+        shared: &Arc<Shared>,
+        site: Site,
+        cx: &mut Context<'_>,
+        hold: impl FnOnce(Lease) -> T,
+    ) -> Poll<Result<T>> {
+        if let Phase::Start = self.phase {
+            // Take part in tokio's cooperative budget like its own resources do, so a
+            // loop of checkouts that never waits still lets other tasks run.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            let task = TaskKey::current();
+            let started = Instant::now();
+            // Resolving from here leaves the phase at `Start` (nothing to clean up on
+            // drop), which also spares rewriting it on the fast path.
+            match try_acquire(shared, task, site, started) {
+                Err(e) => {
+                    coop.made_progress();
+                    return Poll::Ready(Err(e));
+                }
+                Ok(First::Ready(lease)) => {
+                    coop.made_progress();
+                    return Poll::Ready(Ok(hold(lease)));
+                }
+                Ok(first) => self.phase = queued(shared, task, site, first, started),
+            }
+        }
+        // Everything but the fast path, in a function of its own so that the fast path
+        // stays small.
+        self.poll_queued(shared, site, cx).map(|res| res.map(hold))
+    }
+
+    fn poll_queued(
         &mut self,
         shared: &Arc<Shared>,
         site: Site,
@@ -105,35 +131,6 @@ impl Acquiring {
     ) -> Poll<Result<Lease>> {
         loop {
             match &mut self.phase {
-                Phase::Start => {
-                    // Take part in tokio's cooperative budget like its own resources do,
-                    // so a loop of checkouts that never waits still lets other tasks run.
-                    let coop = ready!(tokio::task::coop::poll_proceed(cx));
-                    let task = TaskKey::current();
-                    let started = Instant::now();
-                    // Resolving from here leaves the phase at `Start` (nothing to clean
-                    // up on drop), which also spares rewriting it on the fast path.
-                    match try_acquire(shared, task, site, started) {
-                        Err(e) => {
-                            coop.made_progress();
-                            return Poll::Ready(Err(e));
-                        }
-                        Ok(First::Ready(lease)) => {
-                            coop.made_progress();
-                            return Poll::Ready(Ok(lease));
-                        }
-                        Ok(First::Wait(rx, sweep)) => {
-                            self.phase = if sweep.start(shared) {
-                                Phase::Wait { rx, started, task }
-                            } else {
-                                // No runtime for the sweeper: a timer of its own.
-                                let first = First::Wait(rx, Sweep::Unavailable);
-                                slow(shared, task, site, first, started, false)
-                            };
-                        }
-                        Ok(first) => self.phase = slow(shared, task, site, first, started, false),
-                    }
-                }
                 Phase::Wait { rx, .. } => {
                     let res = ready!(Pin::new(rx).poll(cx));
                     let Phase::Wait { started, task, .. } =
@@ -142,11 +139,11 @@ impl Acquiring {
                         return Poll::Pending;
                     };
                     match received(shared, res, task, site, started) {
-                        Ok(Received::Got(lease)) => {
+                        Ok(Ok(lease)) => {
                             record_wait(shared, started, lease.since);
                             return Poll::Ready(Ok(lease));
                         }
-                        Ok(Received::Again(next)) => {
+                        Ok(Err(next)) => {
                             self.phase = slow(shared, task, site, next, started, true);
                         }
                         Err(e) => {
@@ -160,7 +157,8 @@ impl Acquiring {
                     self.phase = Phase::Done;
                     return Poll::Ready(res);
                 }
-                Phase::Done => return Poll::Pending,
+                // `Start` is left by `poll` before it gets here; `Done` is resolved.
+                Phase::Start | Phase::Done => return Poll::Pending,
             }
         }
     }
@@ -171,6 +169,29 @@ impl Acquiring {
         if let Phase::Wait { rx, .. } = &mut self.phase {
             leave_queue(shared, rx);
         }
+    }
+}
+
+/// Where a checkout that could not be served at once goes: the queue, with the
+/// sweeper keeping its deadline, or the slow path.
+fn queued(
+    shared: &Arc<Shared>,
+    task: TaskKey,
+    site: Site,
+    first: First,
+    started: Instant,
+) -> Phase {
+    match first {
+        First::Wait(rx, sweep) => {
+            if sweep.start(shared) {
+                Phase::Wait { rx, started, task }
+            } else {
+                // No runtime for the sweeper: a timer of its own.
+                let first = First::Wait(rx, Sweep::Unavailable);
+                slow(shared, task, site, first, started, false)
+            }
+        }
+        first => slow(shared, task, site, first, started, false),
     }
 }
 
@@ -202,8 +223,12 @@ fn record_wait(shared: &Shared, started: Instant, until: Instant) {
     counters.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
 }
 
-/// Refuses a checkout by a task that already holds one (per policy).
-pub(super) fn nested_check(shared: &Shared, st: &State, task: TaskKey, site: Site) -> Result<()> {
+/// Refuses a checkout from a closed pool, or by a task that already holds a
+/// connection (per the nested-checkout policy).
+pub(super) fn may_check_out(shared: &Shared, st: &State, task: TaskKey, site: Site) -> Result<()> {
+    if st.closed {
+        return Err(Error::Closed);
+    }
     let policy = shared.config.nested_checkout;
     if policy == NestedCheckout::Allow || !shared.config.bookkeeping {
         return Ok(());
@@ -245,10 +270,7 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
     let mut trash = Vec::new();
     let first = {
         let mut st = shared.lock();
-        if st.closed {
-            return Err(Error::Closed);
-        }
-        nested_check(shared, &st, task, site)?;
+        may_check_out(shared, &st, task, site)?;
         let found = if st.queue.waiting() == 0 {
             if let Some((conn, since)) = st.pop_idle(now, &shared.ctx.counters, &mut trash) {
                 if shared.needs_validation(since, now) {
@@ -354,13 +376,15 @@ fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
 /// the deadline): a usable connection is taken; one found broken is discarded and the
 /// task looks again — another idle connection, or the head of the queue, since it was
 /// already served once; `Closed` if the pool closed meanwhile (the connection goes back).
+/// `Ok(Err(next))`: what to try next.
+#[inline]
 fn received(
     shared: &Arc<Shared>,
     res: std::result::Result<Handoff, oneshot::error::RecvError>,
     task: TaskKey,
     site: Site,
     started: Instant,
-) -> Result<Received> {
+) -> Result<std::result::Result<Lease, First>> {
     // The sender is only dropped with the pool's state, i.e. never while we wait.
     let lease = res.map_err(|_| Error::Closed)??;
     if shared.closed.load(Ordering::Acquire) {
@@ -368,12 +392,24 @@ fn received(
         return Err(Error::Closed);
     }
     if lease.conn.is_broken() {
-        shared.discard_held(lease.conn, lease.key, DiscardReason::Broken);
-        let deadline = started + shared.acquire_timeout();
-        return requeue(shared, task, site, deadline).map(Received::Again);
+        return broken_handoff(shared, lease, task, site, started).map(Err);
     }
     AtomicCounters::bump(&shared.ctx.counters.acquires);
-    Ok(Received::Got(lease))
+    Ok(Ok(lease))
+}
+
+/// A connection handed over broken: discard it and look again.
+#[cold]
+fn broken_handoff(
+    shared: &Arc<Shared>,
+    lease: Lease,
+    task: TaskKey,
+    site: Site,
+    started: Instant,
+) -> Result<First> {
+    shared.discard_held(lease.conn, lease.key, DiscardReason::Broken);
+    let deadline = started + shared.acquire_timeout();
+    requeue(shared, task, site, deadline)
 }
 
 async fn slow_path(
@@ -430,8 +466,8 @@ async fn acquire_loop(
                 };
                 let res = waiting.recv().await;
                 match received(shared, res, task, site, started)? {
-                    Received::Got(lease) => return Ok(lease),
-                    Received::Again(again) => next = again,
+                    Ok(lease) => return Ok(lease),
+                    Err(again) => next = again,
                 }
                 continue;
             }

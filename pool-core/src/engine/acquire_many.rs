@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::acquire::{acquire_timeout_error, check_room_to_wait, nested_check};
+use super::acquire::{acquire_timeout_error, check_room_to_wait, may_check_out};
 use super::holders::{HolderEntry, HolderKey};
 use super::queue::HandoffMany;
 use super::{Shared, State};
@@ -42,7 +42,7 @@ impl Drop for WaitingMany {
                 let mut st = self.shared.lock();
                 if let Some(got) = st.queue.leave_many(self.id) {
                     for conn in got {
-                        self.shared.hand_off(&mut st, conn, now);
+                        st.hand_off(conn, now);
                     }
                 }
             }
@@ -71,10 +71,7 @@ pub(crate) async fn acquire_many(
     let mut trash = Vec::new();
     let waiting = {
         let mut st = shared.lock();
-        if st.closed {
-            return Err(Error::Closed);
-        }
-        nested_check(shared, &st, task, site)?;
+        may_check_out(shared, &st, task, site)?;
         let mut got = Vec::with_capacity(n);
         if st.queue.waiting() == 0 {
             while got.len() < n {
@@ -92,7 +89,7 @@ pub(crate) async fn acquire_many(
         }
         if let Err(e) = check_room_to_wait(shared, &st) {
             for conn in got {
-                shared.hand_off(&mut st, conn, started);
+                st.hand_off(conn, started);
             }
             return Err(e);
         }
@@ -162,7 +159,7 @@ fn enqueue_with(
     let (id, rx) = st.queue.push_many(n, front);
     shared.spawn_connects(st);
     for conn in have {
-        shared.hand_off(st, conn, now);
+        st.hand_off(conn, now);
     }
     WaitingMany {
         shared: Arc::clone(shared),

@@ -65,24 +65,13 @@ impl Shared {
             expired(&conn, now)
         };
         match reason {
-            None => self.hand_off(&mut st, conn, now),
+            None => st.hand_off(conn, now),
             Some(reason) => {
                 self.lose_one(&mut st, reason);
                 drop(st);
                 drop(conn);
             }
         }
-    }
-
-    /// Gives a connection to the oldest waiter, or makes it idle.
-    pub(super) fn hand_off(&self, st: &mut State, conn: Box<Conn>, now: Instant) {
-        let State {
-            queue,
-            holders,
-            idle,
-            ..
-        } = st;
-        queue.hand_off(conn, now, holders, idle);
     }
 
     /// Closes a connection instead of reusing it.

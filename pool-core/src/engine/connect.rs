@@ -98,6 +98,7 @@ impl Gate {
 impl Shared {
     /// Starts connect tasks for waiters not yet covered by a connection being opened,
     /// within `max_size`.
+    #[inline]
     pub(super) fn spawn_connects(self: &Arc<Self>, st: &mut State) {
         while !st.closed
             && st.slots.connecting() < st.queue.need()
@@ -180,7 +181,7 @@ async fn connect_task(shared: Arc<Shared>) {
                         source: Arc::clone(&source),
                     });
                     for conn in gathered {
-                        shared.hand_off(&mut st, conn, now);
+                        st.hand_off(conn, now);
                     }
                 }
                 st.gate.failed(now, error);

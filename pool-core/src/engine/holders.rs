@@ -24,6 +24,7 @@ pub(super) struct HolderEntry {
 
 impl HolderEntry {
     /// The record of `task` holding `conn` since `since`, checked out at `site`.
+    #[inline]
     pub(super) fn new(site: Site, task: TaskKey, since: Instant, conn: &Conn) -> HolderEntry {
         HolderEntry {
             site,

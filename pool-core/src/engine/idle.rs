@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::State;
+use crate::config::PoolConfig;
 use crate::conn::Conn;
 use crate::status::{AtomicCounters, DiscardReason};
 
@@ -20,41 +22,21 @@ pub(super) struct IdleList {
 }
 
 impl IdleList {
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.list.len()
     }
 
     /// A connection becomes idle.
+    #[inline]
     pub(super) fn push(&mut self, conn: Box<Conn>, now: Instant) {
         self.list.push(IdleConn { conn, since: now });
-    }
-
-    /// Takes an idle connection that is open and not expired, with the time it became
-    /// idle, moving stale ones into `trash` on the way (counted as discarded; to be
-    /// dropped after the lock is released). Most recently returned first, so surplus
-    /// connections age out through `idle_timeout`.
-    pub(super) fn pop(
-        &mut self,
-        now: Instant,
-        counters: &AtomicCounters,
-        trash: &mut Vec<Box<Conn>>,
-    ) -> Option<(Box<Conn>, Instant)> {
-        while let Some(idle) = self.list.pop() {
-            match stale(&idle.conn, now) {
-                Some(reason) => {
-                    counters.discard(reason);
-                    trash.push(idle.conn);
-                }
-                None => return Some((idle.conn, idle.since)),
-            }
-        }
-        None
     }
 
     /// Removes the idle connections that are broken, past `max_lifetime`, or idle
     /// longer than `idle_timeout` beyond `min_idle` (oldest first), counted as
     /// discarded. Returns them, to be dropped after the lock is released.
-    pub(super) fn reap(
+    fn reap(
         &mut self,
         now: Instant,
         idle_timeout: Option<Duration>,
@@ -91,6 +73,46 @@ impl IdleList {
     }
 }
 
+impl State {
+    /// Takes an idle connection that is open and not expired, with the time it became
+    /// idle, moving stale ones into `trash` on the way (counted as discarded, their
+    /// slots given up; to be dropped after the lock is released). Most recently returned
+    /// first, so surplus connections age out through `idle_timeout`.
+    pub(super) fn pop_idle(
+        &mut self,
+        now: Instant,
+        counters: &AtomicCounters,
+        trash: &mut Vec<Box<Conn>>,
+    ) -> Option<(Box<Conn>, Instant)> {
+        while let Some(idle) = self.idle.list.pop() {
+            match stale(&idle.conn, now) {
+                Some(reason) => {
+                    self.slots.lost(1);
+                    counters.discard(reason);
+                    trash.push(idle.conn);
+                }
+                None => return Some((idle.conn, idle.since)),
+            }
+        }
+        None
+    }
+
+    /// Closes the idle connections past their time (see [`IdleList::reap`]), giving up
+    /// their slots.
+    pub(super) fn reap_idle(
+        &mut self,
+        now: Instant,
+        cfg: &PoolConfig,
+        counters: &AtomicCounters,
+    ) -> Vec<Box<Conn>> {
+        let trash = self
+            .idle
+            .reap(now, cfg.idle_timeout, cfg.min_idle, counters);
+        self.slots.lost(trash.len());
+        trash
+    }
+}
+
 /// Why an idle or returning connection cannot be reused, if it cannot: closed, or past
 /// its lifetime.
 fn stale(conn: &Conn, now: Instant) -> Option<DiscardReason> {
@@ -102,6 +124,7 @@ fn stale(conn: &Conn, now: Instant) -> Option<DiscardReason> {
 }
 
 /// `Expired` if the connection reached `max_lifetime`.
+#[inline]
 pub(super) fn expired(conn: &Conn, now: Instant) -> Option<DiscardReason> {
     conn.expires()
         .is_some_and(|at| at <= now)

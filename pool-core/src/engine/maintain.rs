@@ -89,7 +89,8 @@ fn pass(shared: &Arc<Shared>) {
     drop(trash);
     for leak in leaks {
         AtomicCounters::bump(&shared.ctx.counters.leaks);
-        let (site, task, held_for, backend_pid) = (leak.site, leak.task, leak.held_for, leak.backend_pid);
+        let (site, task, held_for, backend_pid) =
+            (leak.site, leak.task, leak.held_for, leak.backend_pid);
         tracing::warn!(
             target: "pool_core",
             %site, %task, backend_pid, held_ms = held_for.as_millis() as u64,

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::PoolConfig;
-use crate::conn::{self, Conn, ConnConfig, Ctx};
+use crate::conn::{self, ConnConfig, Ctx};
 use crate::error::{Error, Result, Timeout, TimeoutKind};
 use crate::status::{AtomicCounters, DiscardReason, Holder, Status};
 pub(crate) use acquire::Acquiring;
@@ -71,36 +71,6 @@ struct State {
     gate: connect::Gate,
     sweeper: sweeper::SweeperState,
     closed: bool,
-}
-
-impl State {
-    /// Takes an idle connection that can be handed out (see [`idle::IdleList::pop`]),
-    /// giving up the slots of the stale ones moved into `trash`.
-    fn pop_idle(
-        &mut self,
-        now: Instant,
-        counters: &AtomicCounters,
-        trash: &mut Vec<Box<Conn>>,
-    ) -> Option<(Box<Conn>, Instant)> {
-        let before = trash.len();
-        let found = self.idle.pop(now, counters, trash);
-        self.slots.lost(trash.len() - before);
-        found
-    }
-
-    /// Closes the idle connections past their time (see [`idle::IdleList::reap`]).
-    fn reap_idle(
-        &mut self,
-        now: Instant,
-        cfg: &PoolConfig,
-        counters: &AtomicCounters,
-    ) -> Vec<Box<Conn>> {
-        let trash = self
-            .idle
-            .reap(now, cfg.idle_timeout, cfg.min_idle, counters);
-        self.slots.lost(trash.len());
-        trash
-    }
 }
 
 impl Shared {

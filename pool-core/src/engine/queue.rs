@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::holders::{HolderEntry, HolderKey, Holders};
-use super::idle::IdleList;
+use super::State;
+use super::holders::{HolderEntry, HolderKey};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::status::{Site, TaskKey};
@@ -65,17 +65,20 @@ pub(super) struct Queue {
 
 impl Queue {
     /// Tasks waiting.
+    #[inline]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
     }
 
     /// Connections the waiting tasks still need.
+    #[inline]
     pub(super) fn need(&self) -> usize {
         self.need
     }
 
     /// Queues a task for one connection (at the head when `front`: it was served
     /// already and the connection turned out unusable).
+    #[inline]
     pub(super) fn push_one(
         &mut self,
         site: Site,
@@ -114,6 +117,7 @@ impl Queue {
         (id, rx)
     }
 
+    #[inline]
     fn push(&mut self, waiter: Waiter, need: usize, front: bool) {
         if front {
             self.waiters.push_front(waiter);
@@ -125,6 +129,7 @@ impl Queue {
     }
 
     /// A single waiter was served (or failed) and no longer waits.
+    #[inline]
     fn served_one(&mut self) {
         self.waiting -= 1;
         self.need -= 1;
@@ -221,32 +226,34 @@ impl Queue {
         }
         failed
     }
+}
 
+impl State {
     /// Gives a connection to the oldest waiter, or makes it idle. A single waiter gets
     /// it recorded as held by its task.
-    pub(super) fn hand_off(
-        &mut self,
-        conn: Box<Conn>,
-        now: Instant,
-        holders: &mut Holders,
-        idle: &mut IdleList,
-    ) {
+    pub(super) fn hand_off(&mut self, conn: Box<Conn>, now: Instant) {
+        let State {
+            queue,
+            holders,
+            idle,
+            ..
+        } = self;
         // Connections given back by a multi-waiter that left; rarely any, and then the
         // vector allocates.
         let mut more: Vec<Box<Conn>> = Vec::new();
         let mut next = Some(conn);
         while let Some(mut conn) = next.take().or_else(|| more.pop()) {
             loop {
-                match self.waiters.front_mut() {
+                match queue.waiters.front_mut() {
                     None => {
                         idle.push(conn, now);
                         break;
                     }
                     Some(Waiter::One(w)) if w.tx.is_closed() => {
-                        self.waiters.pop_front();
+                        queue.waiters.pop_front();
                     }
                     Some(Waiter::One(_)) => {
-                        let Some(Waiter::One(w)) = self.waiters.pop_front() else {
+                        let Some(Waiter::One(w)) = queue.waiters.pop_front() else {
                             break;
                         };
                         let key = holders.record(HolderEntry::new(w.site, w.task, now, &conn));
@@ -256,7 +263,7 @@ impl Queue {
                             since: now,
                         })) {
                             Ok(()) => {
-                                self.served_one();
+                                queue.served_one();
                                 break;
                             }
                             Err(Ok(back)) => {
@@ -269,19 +276,19 @@ impl Queue {
                     Some(Waiter::Many { tx, .. }) if tx.is_closed() => {
                         // Its task is leaving; `leave_many` will not find the entry once
                         // it is popped, so account for it here.
-                        if let Some(Waiter::Many { need, got, .. }) = self.waiters.pop_front() {
-                            self.waiting -= 1;
-                            self.need -= need - got.len();
+                        if let Some(Waiter::Many { need, got, .. }) = queue.waiters.pop_front() {
+                            queue.waiting -= 1;
+                            queue.need -= need - got.len();
                             more.extend(got);
                         }
                     }
                     Some(Waiter::Many { need, got, .. }) => {
                         got.push(conn);
-                        self.need -= 1;
+                        queue.need -= 1;
                         if got.len() == *need
-                            && let Some(Waiter::Many { got, tx, .. }) = self.waiters.pop_front()
+                            && let Some(Waiter::Many { got, tx, .. }) = queue.waiters.pop_front()
                         {
-                            self.waiting -= 1;
+                            queue.waiting -= 1;
                             if let Err(Ok(got)) = tx.send(Ok(got)) {
                                 // The waiter left between the check and the send.
                                 more.extend(got);

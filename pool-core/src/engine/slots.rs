@@ -12,15 +12,18 @@ pub(super) struct Slots {
 }
 
 impl Slots {
+    #[inline]
     pub(super) fn size(&self) -> usize {
         self.size
     }
 
+    #[inline]
     pub(super) fn connecting(&self) -> usize {
         self.connecting
     }
 
     /// Whether another connection fits under `max`.
+    #[inline]
     pub(super) fn has_room(&self, max: usize) -> bool {
         self.size < max
     }
@@ -48,6 +51,7 @@ impl Slots {
     }
 
     /// `n` connections were closed.
+    #[inline]
     pub(super) fn lost(&mut self, n: usize) {
         self.size -= n;
     }

@@ -57,6 +57,7 @@ impl Sweep {
 /// sweeper if it sleeps with nothing to watch, or says to start one if none runs (none
 /// yet, or the runtime it ran on is gone). Called with the lock held, when a waiter joins
 /// the queue.
+#[inline]
 pub(super) fn arm_sweeper(shared: &Shared, st: &mut State, deadline: Instant) -> Sweep {
     let sweeper = &mut st.sweeper;
     if sweeper.running {

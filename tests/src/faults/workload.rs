@@ -282,7 +282,7 @@ impl Worker {
         let handed_out = tokio::time::Instant::now() - PooledConn::held_for(conn);
         lock_report(&self.report).handouts += 1;
         if conn.is_broken() {
-            match conn.__closed_at() {
+            match pool_core::__private::closed_at(conn) {
                 Some(closed) if closed > handed_out => {
                     lock_report(&self.report).died_after_handout += 1;
                 }
