@@ -3,11 +3,12 @@
 //! pooler), and what its outcome means for the connection's caches.
 
 use std::borrow::Cow;
+use std::future::Future;
 
 use pool_sql::{Classification, Kind, Touches};
 use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::Conn;
 use super::guard::Recovery;
@@ -20,6 +21,66 @@ enum Call<'p> {
     Named(Statement),
     /// Unnamed, with the parameters paired with their server-inferred types.
     Unnamed(Vec<(&'p (dyn ToSql + Sync), Type)>),
+}
+
+/// What a statement with parameters returns, and the driver's call for it, named or
+/// unnamed.
+trait Outcome {
+    type Out: Send;
+    fn named<'a>(
+        client: &'a Client,
+        statement: &'a Statement,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Self::Out, tokio_postgres::Error>> + Send + 'a;
+    fn unnamed<'a>(
+        client: &'a Client,
+        sql: &'a str,
+        typed: &'a [(&'a (dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = std::result::Result<Self::Out, tokio_postgres::Error>> + Send + 'a;
+}
+
+/// The rows (`query`).
+enum Rows {}
+
+impl Outcome for Rows {
+    type Out = Vec<Row>;
+    fn named<'a>(
+        client: &'a Client,
+        statement: &'a Statement,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a
+    {
+        client.query(statement, params)
+    }
+    fn unnamed<'a>(
+        client: &'a Client,
+        sql: &'a str,
+        typed: &'a [(&'a (dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a
+    {
+        client.query_typed(sql, typed)
+    }
+}
+
+/// The number of rows affected (`execute`).
+enum Count {}
+
+impl Outcome for Count {
+    type Out = u64;
+    fn named<'a>(
+        client: &'a Client,
+        statement: &'a Statement,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send + 'a {
+        client.execute(statement, params)
+    }
+    fn unnamed<'a>(
+        client: &'a Client,
+        sql: &'a str,
+        typed: &'a [(&'a (dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send + 'a {
+        client.execute_typed(sql, typed)
+    }
 }
 
 /// Where a statement is being run, for the run-time placement rules.
@@ -188,38 +249,34 @@ impl Conn {
         }
     }
 
-    pub(crate) async fn rows(
-        &mut self,
-        parts: SqlParts<'_>,
-        params: &[&(dyn ToSql + Sync)],
+    /// Runs a statement with parameters and returns its rows.
+    pub(crate) fn rows<'a>(
+        &'a mut self,
+        parts: SqlParts<'a>,
+        params: &'a [&'a (dyn ToSql + Sync)],
         place: Place,
-    ) -> Result<Vec<Row>> {
-        let deadline = self.deadline();
-        let class = self.admit(&parts, place, deadline).await?;
-        let call = self.call_for(&parts, params, deadline).await?;
-        let (client, guard) = self.op(class.touches);
-        let res = match &call {
-            Call::Named(st) => {
-                guard
-                    .run(deadline, parts.text, client.query(st, params))
-                    .await
-            }
-            Call::Unnamed(typed) => {
-                guard
-                    .run(deadline, parts.text, client.query_typed(parts.text, typed))
-                    .await
-            }
-        };
-        self.settle(&parts, &class, &res);
-        res
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        self.run::<Rows>(parts, params, place)
     }
 
-    pub(crate) async fn count(
+    /// Runs a statement with parameters and returns the number of rows it affected.
+    pub(crate) fn count<'a>(
+        &'a mut self,
+        parts: SqlParts<'a>,
+        params: &'a [&'a (dyn ToSql + Sync)],
+        place: Place,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        self.run::<Count>(parts, params, place)
+    }
+
+    /// Admits the statement, sends it the way this connection sends statements, and
+    /// settles the caches: the one path of every statement with parameters.
+    async fn run<O: Outcome>(
         &mut self,
         parts: SqlParts<'_>,
         params: &[&(dyn ToSql + Sync)],
         place: Place,
-    ) -> Result<u64> {
+    ) -> Result<O::Out> {
         let deadline = self.deadline();
         let class = self.admit(&parts, place, deadline).await?;
         let call = self.call_for(&parts, params, deadline).await?;
@@ -227,16 +284,12 @@ impl Conn {
         let res = match &call {
             Call::Named(st) => {
                 guard
-                    .run(deadline, parts.text, client.execute(st, params))
+                    .run(deadline, parts.text, O::named(client, st, params))
                     .await
             }
             Call::Unnamed(typed) => {
                 guard
-                    .run(
-                        deadline,
-                        parts.text,
-                        client.execute_typed(parts.text, typed),
-                    )
+                    .run(deadline, parts.text, O::unnamed(client, parts.text, typed))
                     .await
             }
         };
