@@ -132,6 +132,20 @@ pub enum Error {
         /// What happened.
         reason: &'static str,
     },
+
+    /// A hook (`after_connect`) left the connection unfit to hand out — inside a
+    /// transaction, with an interrupted operation, or broken — so the pool discarded it.
+    #[error(
+        "the {hook} hook left the connection {problem}, so the pool discarded it; end every transaction \
+         the hook begins (commit it) and await every statement it starts"
+    )]
+    #[non_exhaustive]
+    Hook {
+        /// Which hook.
+        hook: &'static str,
+        /// What it left behind.
+        problem: &'static str,
+    },
 }
 
 fn code_suffix(e: &tokio_postgres::Error) -> String {

@@ -110,16 +110,20 @@ pub enum DiscardReason {
     FailedReset,
     /// The pool was closed.
     Closed,
+    /// A hook (`after_connect`) left it inside a transaction, with an interrupted
+    /// operation, or broken.
+    FailedHook,
 }
 
 impl DiscardReason {
-    pub(crate) const ALL: [DiscardReason; 6] = [
+    pub(crate) const ALL: [DiscardReason; 7] = [
         DiscardReason::Broken,
         DiscardReason::Expired,
         DiscardReason::IdleTimeout,
         DiscardReason::FailedValidation,
         DiscardReason::FailedReset,
         DiscardReason::Closed,
+        DiscardReason::FailedHook,
     ];
 
     /// Its place in [`DiscardReason::ALL`] (the order of the variants).
@@ -135,6 +139,7 @@ impl DiscardReason {
             DiscardReason::FailedValidation => "failed validation",
             DiscardReason::FailedReset => "failed reset",
             DiscardReason::Closed => "pool closed",
+            DiscardReason::FailedHook => "failed hook",
         }
     }
 }
@@ -151,6 +156,11 @@ pub struct Counters {
     pub wait_time: Duration,
     /// Acquires that gave up at `acquire_timeout`.
     pub timeouts: u64,
+    /// Acquires refused at once because `max_waiting` tasks were already waiting.
+    pub waiting_refused: u64,
+    /// Total time connections were held by borrowers, over all checkouts (psycopg's
+    /// `usage_ms`).
+    pub use_time: Duration,
     /// Connections opened.
     pub created: u64,
     /// Connection attempts that failed.
@@ -167,6 +177,8 @@ pub struct Counters {
     pub discarded_reset: u64,
     /// ... because the pool closed.
     pub discarded_closed: u64,
+    /// ... because a hook left them in a transaction, interrupted or broken.
+    pub discarded_hook: u64,
     /// Connections returned with a transaction still open, rolled back by the pool.
     pub rollbacks_on_return: u64,
     /// Connections returned with session state (SET, LISTEN, locks, temp tables) reset by the pool.
@@ -190,6 +202,7 @@ impl Counters {
             + self.discarded_validation
             + self.discarded_reset
             + self.discarded_closed
+            + self.discarded_hook
     }
 }
 
@@ -200,9 +213,11 @@ pub(crate) struct AtomicCounters {
     pub(crate) waits: AtomicU64,
     pub(crate) wait_nanos: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) waiting_refused: AtomicU64,
+    pub(crate) use_nanos: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
-    discarded: [AtomicU64; 6],
+    discarded: [AtomicU64; 7],
     pub(crate) rollbacks_on_return: AtomicU64,
     pub(crate) resets_on_return: AtomicU64,
     pub(crate) cancelled_statements: AtomicU64,
@@ -227,6 +242,8 @@ impl AtomicCounters {
             waits: self.waits.load(Relaxed),
             wait_time: Duration::from_nanos(self.wait_nanos.load(Relaxed)),
             timeouts: self.timeouts.load(Relaxed),
+            waiting_refused: self.waiting_refused.load(Relaxed),
+            use_time: Duration::from_nanos(self.use_nanos.load(Relaxed)),
             created: self.created.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
             discarded_broken: d(DiscardReason::Broken),
@@ -235,6 +252,7 @@ impl AtomicCounters {
             discarded_validation: d(DiscardReason::FailedValidation),
             discarded_reset: d(DiscardReason::FailedReset),
             discarded_closed: d(DiscardReason::Closed),
+            discarded_hook: d(DiscardReason::FailedHook),
             rollbacks_on_return: self.rollbacks_on_return.load(Relaxed),
             resets_on_return: self.resets_on_return.load(Relaxed),
             cancelled_statements: self.cancelled_statements.load(Relaxed),
@@ -304,6 +322,12 @@ impl fmt::Display for Status {
         )?;
         writeln!(
             f,
+            "  use time    {:>8}   refused     {:>8}",
+            DisplayDuration(c.use_time).to_string(),
+            c.waiting_refused
+        )?;
+        writeln!(
+            f,
             "  created     {:>8}   discarded   {:>8}",
             c.created,
             c.discarded()
@@ -344,6 +368,7 @@ fn discarded_for(c: &Counters, r: DiscardReason) -> u64 {
         DiscardReason::FailedValidation => c.discarded_validation,
         DiscardReason::FailedReset => c.discarded_reset,
         DiscardReason::Closed => c.discarded_closed,
+        DiscardReason::FailedHook => c.discarded_hook,
     }
 }
 

@@ -87,7 +87,7 @@ impl DerefMut for PooledConn<'_> {
 impl Drop for PooledConn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.db.pool.shared.checkin(conn, Some(self.holder));
+            self.db.pool.shared.give_back(conn, self.holder, self.since);
         }
     }
 }
@@ -167,7 +167,7 @@ impl<'db> ConnSet<'db> {
 impl Drop for ConnSet<'_> {
     fn drop(&mut self) {
         for (conn, key) in self.conns.drain(..) {
-            self.db.pool.shared.checkin(conn, Some(key));
+            self.db.pool.shared.give_back(conn, key, self.since);
         }
     }
 }

@@ -17,7 +17,7 @@ use pool_sql::{Kind, Touches};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::conn::{Conn, Control, Place, one_row, opt_row, quote_ident};
+use crate::conn::{Conn, Control, Place, one_row, opt_row, table_name};
 use crate::error::{Error, Result};
 use crate::stmt::{Prepared, Sql, SqlParts, StatementFuture};
 
@@ -254,17 +254,21 @@ impl<'c> Tx<'c> {
     }
 
     /// `LOCK TABLE name IN mode MODE`: held until the transaction ends. The name is
-    /// quoted (exact, case-sensitive); qualify it with a schema as `schema.table`.
+    /// quoted (exact, case-sensitive); qualify it with a schema as `schema.table`. A part
+    /// in double quotes is taken as a quoted identifier (`"My.Table"`, `"a""b"`) and must
+    /// be a well-formed one. Whatever the name, the statement runs alone (the extended
+    /// protocol, one statement); a name PostgreSQL cannot take (empty, a NUL, a part over
+    /// 63 bytes, a malformed quoted part) is refused before anything is sent.
     ///
     /// Cancellation: as [`Tx::query`].
     pub async fn lock_table(&mut self, table: &str, mode: LockMode) -> Result<()> {
         self.live()?;
-        let sql = format!(
-            "LOCK TABLE {} IN {} MODE",
-            quote_ident(table),
-            mode.as_sql()
-        );
-        self.conn.batch(tx_only(&sql), Place::Tx).await
+        let name = table_name(table).map_err(|why| Error::refused("LOCK TABLE", why))?;
+        let sql = format!("LOCK TABLE {name} IN {} MODE", mode.as_sql());
+        self.conn
+            .count(tx_only(&sql), &[], Place::Tx)
+            .await
+            .map(drop)
     }
 
     /// `set_config(name, value, true)`: a setting that ends with the transaction.

@@ -158,7 +158,9 @@ impl Builder {
         self
     }
 
-    /// Idle connections kept open by the background task, so bursts find them ready.
+    /// Idle connections kept open by the background task, so bursts find them ready:
+    /// opened as the pool is built (inside a runtime; else at the first acquire) and
+    /// refilled in the background, also after an outage, with no request needed.
     pub fn min_idle(mut self, n: usize) -> Self {
         self.pool.min_idle = n;
         self

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Conn, reset};
 use crate::error::{Error, Result};
-use crate::status::AtomicCounters;
+use crate::status::{AtomicCounters, DiscardReason};
 
 impl Conn {
     /// Brings the connection back to a clean session for the next borrower: waits for
@@ -19,8 +19,11 @@ impl Conn {
         self.ensure_ready(None, "").await?;
         let limit = self.ctx.config.cleanup_timeout;
         if self.state.tx.depth() > 0 {
+            // Returned inside a transaction whose `Tx` never ran its destructor (it was
+            // forgotten): rolled back here, and counted like any rollback on return.
             self.simple(limit, "ROLLBACK").await?;
             self.state.tx.forced_end();
+            AtomicCounters::bump(&self.ctx.counters.rollbacks_on_return);
         }
         let touches = self.state.touches;
         if !touches.is_empty() {
@@ -39,7 +42,7 @@ impl Conn {
                     .map_err(|_| {
                         Error::broken("re-running after_connect after a reset timed out", None)
                     })??;
-                self.state.touches = Touches::empty();
+                self.after_hook("after_connect")?;
             }
             while self.notifications.try_recv().is_ok() {}
         }
@@ -47,6 +50,30 @@ impl Conn {
             self.cache.clear();
         }
         Ok(())
+    }
+
+    /// The check after every hook: a connection the hook left inside a transaction,
+    /// with an interrupted operation still being recovered, or broken, is not handed
+    /// out (the caller discards it; it is counted and a warning names the hook).
+    /// Otherwise the session state the hook set is the connection's baseline.
+    pub(crate) fn after_hook(&mut self, hook: &'static str) -> Result<()> {
+        let problem = if self.state.tx.depth() > 0 {
+            "inside a transaction"
+        } else if self.state.pending.is_some() {
+            "with an interrupted operation still being recovered (a statement or transaction it dropped)"
+        } else if self.is_broken() {
+            "broken"
+        } else {
+            self.state.touches = Touches::empty();
+            return Ok(());
+        };
+        self.ctx.counters.discard(DiscardReason::FailedHook);
+        tracing::warn!(
+            target: "pool_core",
+            hook, problem, backend_pid = self.meta.backend_pid,
+            "the {hook} hook left a connection {problem}; it is discarded instead of handed out"
+        );
+        Err(Error::Hook { hook, problem })
     }
 
     async fn simple(&mut self, limit: Duration, sql: &str) -> Result<()> {

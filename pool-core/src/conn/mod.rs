@@ -35,7 +35,7 @@ use crate::stmt::{ConnSql, Prepared, SqlParts, StatementFuture};
 use cache::StatementCache;
 pub(crate) use connector::Connector;
 pub(crate) use exec::{Place, one_row, opt_row, placement};
-pub(crate) use ident::quote_ident;
+pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub(crate) use settings::{ConnConfig, Ctx};
 pub(crate) use txn::Control;
@@ -256,14 +256,18 @@ impl Conn {
             .map(drop)
     }
 
-    /// Starts listening on a notification channel (`LISTEN`). The pool runs
+    /// Starts listening on a notification channel (`LISTEN`). The channel is named
+    /// exactly as `pg_notify` names it: the whole text, case and every character kept
+    /// (it is quoted for the statement, which runs alone). A name PostgreSQL cannot take
+    /// (empty, a NUL, over 63 bytes) is refused before anything is sent. The pool runs
     /// `UNLISTEN *` before the connection is reused. Receive with [`Conn::notification`].
     ///
     /// Cancellation: as [`Conn::query`].
     pub async fn listen(&mut self, channel: &str) -> Result<()> {
-        let sql = format!("LISTEN {}", quote_ident(channel));
+        let name = ident::channel_name(channel).map_err(|why| Error::refused("LISTEN", why))?;
+        let sql = format!("LISTEN {name}");
         let parts = SqlParts::known(&sql, Kind::Session, Touches::LISTEN);
-        self.batch(parts, Place::Conn).await
+        self.count(parts, &[], Place::Conn).await.map(drop)
     }
 
     /// Waits for the next notification on a channel this connection listens to.

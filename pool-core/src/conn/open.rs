@@ -105,13 +105,16 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
     conn.state.closed_by = closed_by;
     conn.state.closed_at = closed_at;
     if let Some(hook) = cfg.after_connect.clone() {
-        if let Err(error) = hook(&mut conn).await {
+        let checked = match hook(&mut conn).await {
+            Ok(()) => conn.after_hook("after_connect"),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = checked {
             return Err(ConnectFailure {
                 error,
                 permanent: false,
             });
         }
-        conn.state.touches = pool_sql::Touches::empty();
     }
     Ok(conn)
 }

@@ -257,10 +257,13 @@ pub(super) fn may_check_out(shared: &Shared, st: &State, task: TaskKey, site: Si
 /// Refuses a new waiter beyond `max_waiting`.
 pub(super) fn check_room_to_wait(shared: &Shared, st: &State) -> Result<()> {
     match shared.config.max_waiting {
-        Some(max) if st.queue.waiting() >= max => Err(Error::TooManyWaiters {
-            waiting: st.queue.waiting(),
-            max_waiting: max,
-        }),
+        Some(max) if st.queue.waiting() >= max => {
+            AtomicCounters::bump(&shared.ctx.counters.waiting_refused);
+            Err(Error::TooManyWaiters {
+                waiting: st.queue.waiting(),
+                max_waiting: max,
+            })
+        }
         _ => Ok(()),
     }
 }

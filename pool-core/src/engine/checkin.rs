@@ -14,7 +14,19 @@ use crate::conn::Conn;
 use crate::status::DiscardReason;
 
 impl Shared {
-    /// Returns a connection from a borrower (or a guard holding one).
+    /// A borrower gives back the connection it held since `since` (recorded under
+    /// `key`): its use time is counted, then it is checked in.
+    pub(crate) fn give_back(self: &Arc<Self>, conn: Box<Conn>, key: HolderKey, since: Instant) {
+        let held = Instant::now().saturating_duration_since(since);
+        let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        self.ctx
+            .counters
+            .use_nanos
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        self.checkin(conn, Some(key));
+    }
+
+    /// Returns a connection (from a borrower, or a guard holding one).
     pub(crate) fn checkin(self: &Arc<Self>, conn: Box<Conn>, holder: Option<HolderKey>) {
         if !conn.is_clean() {
             if let Some(key) = holder {
@@ -77,6 +89,16 @@ impl Shared {
     /// Closes a connection instead of reusing it.
     pub(super) fn discard(self: &Arc<Self>, conn: Box<Conn>, reason: DiscardReason) {
         self.lose_one(&mut self.lock(), reason);
+        drop(conn);
+    }
+
+    /// Closes a connection whose discard was counted already (by the check after a
+    /// hook).
+    pub(super) fn discard_counted(self: &Arc<Self>, conn: Box<Conn>) {
+        let mut st = self.lock();
+        st.slots.lost(1);
+        self.after_shrink(&mut st);
+        drop(st);
         drop(conn);
     }
 

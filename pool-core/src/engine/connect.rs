@@ -110,6 +110,14 @@ impl Shared {
         }
     }
 
+    /// How many connections should be on their way: what the waiters still need, and
+    /// what `min_idle` lacks. A connect task keeps trying (with backoff) while the
+    /// tasks opening connections are not more than that, so `min_idle` is refilled
+    /// after an outage with no request to prompt it.
+    fn wanted(&self, st: &State) -> usize {
+        st.queue.need() + self.config.min_idle.saturating_sub(st.idle.len())
+    }
+
     /// Reserves a slot and starts a task that fills it. `false` without a runtime.
     pub(super) fn spawn_one_connect(self: &Arc<Self>, st: &mut State) -> bool {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -128,7 +136,7 @@ async fn connect_task(shared: Arc<Shared>) {
         let step = {
             let now = Instant::now();
             let mut st = shared.lock();
-            let needed = st.queue.need() >= st.slots.connecting();
+            let needed = shared.wanted(&st) >= st.slots.connecting();
             let step = if st.closed {
                 Step::Stop
             } else {
@@ -186,7 +194,7 @@ async fn connect_task(shared: Arc<Shared>) {
                 }
                 st.gate.failed(now, error);
                 let still_needed =
-                    !st.closed && !permanent && st.queue.need() >= st.slots.connecting();
+                    !st.closed && !permanent && shared.wanted(&st) >= st.slots.connecting();
                 if !still_needed {
                     give_up(&shared, &mut st);
                     return;

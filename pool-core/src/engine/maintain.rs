@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Shared;
+use super::{Shared, State};
 use crate::conn::Conn;
+use crate::error::Error;
 use crate::status::{AtomicCounters, DiscardReason};
 
 /// Cleans a connection returned dirty (transaction open, session state touched,
@@ -22,16 +23,36 @@ pub(super) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
             shared.put_back(st, conn, now);
         }
         outcome => {
-            let reason = if conn.is_broken() {
-                DiscardReason::Broken
+            let reason = if matches!(outcome, Ok(Err(Error::Hook { .. }))) {
+                // Counted by the check after the hook.
+                None
+            } else if conn.is_broken() {
+                Some(DiscardReason::Broken)
             } else {
-                DiscardReason::FailedReset
+                Some(DiscardReason::FailedReset)
             };
             if let Ok(Err(e)) = outcome {
                 tracing::debug!(target: "pool_core", error = %e, "discarding a connection that could not be cleaned");
             }
-            shared.discard(conn, reason);
+            match reason {
+                Some(reason) => shared.discard(conn, reason),
+                None => shared.discard_counted(conn),
+            }
         }
+    }
+}
+
+impl Shared {
+    /// Starts the connects that `min_idle` lacks, unless the server is being backed off
+    /// from (the connect tasks already trying go on probing it).
+    pub(super) fn fill_min_idle(self: &Arc<Self>, st: &mut State, now: Instant) {
+        let backing_off = st.gate.backing_off(now);
+        while !backing_off
+            && !st.closed
+            && st.idle.len() + st.slots.connecting() < self.config.min_idle
+            && st.slots.has_room(self.config.max_size)
+            && self.spawn_one_connect(st)
+        {}
     }
 }
 
@@ -74,13 +95,7 @@ fn pass(shared: &Arc<Shared>) {
     let trash = {
         let mut st = shared.lock();
         let trash = st.reap_idle(now, cfg, &shared.ctx.counters);
-        // Keep min_idle, unless the server is being backed off from.
-        let backing_off = st.gate.backing_off(now);
-        while !backing_off
-            && st.idle.len() + st.slots.connecting() < cfg.min_idle
-            && st.slots.has_room(cfg.max_size)
-            && shared.spawn_one_connect(&mut st)
-        {}
+        shared.fill_min_idle(&mut st, now);
         if let Some(threshold) = cfg.leak_threshold {
             leaks = st.holders.overdue(now, threshold);
         }

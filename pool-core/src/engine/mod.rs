@@ -121,6 +121,8 @@ impl Shared {
             && !self.maintenance_started.swap(true, Ordering::AcqRel)
         {
             rt.spawn(maintain::run(Arc::downgrade(self)));
+            // `min_idle` is filled as the pool opens, not at the first periodic pass.
+            self.fill_min_idle(&mut self.lock(), Instant::now());
         }
     }
 
