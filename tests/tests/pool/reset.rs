@@ -141,3 +141,38 @@ async fn prepared_statements_are_discarded_on_return_when_configured() {
         );
     }
 }
+
+/// A full statement cache evicts the least recently used statement, and the evicted one
+/// is closed on the server.
+#[tokio::test]
+async fn a_full_statement_cache_evicts_the_least_recently_used() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder
+        .max_size(1)
+        .statement_cache_capacity(3)
+        .build()
+        .unwrap();
+    let mut db = pool.db();
+    let mut conn = db.acquire().await.unwrap();
+    for sql in ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 1", "SELECT 3"] {
+        conn.query(sql, &[]).await.unwrap();
+    }
+    // The check is a fourth statement: preparing it evicts the least recently used,
+    // `SELECT 2` (used once, before both others were used again).
+    let rows = conn
+        .query(
+            "SELECT statement FROM pg_prepared_statements ORDER BY statement",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        kept,
+        vec![
+            "SELECT 1".to_owned(),
+            "SELECT 3".to_owned(),
+            "SELECT statement FROM pg_prepared_statements ORDER BY statement".to_owned(),
+        ]
+    );
+}
