@@ -113,10 +113,13 @@ pub enum DiscardReason {
     /// A hook (`after_connect`) left it inside a transaction, with an interrupted
     /// operation, or broken.
     FailedHook,
+    /// Retired by [`Pool::resize`](crate::Pool::resize) (the pool shrank) or
+    /// [`Pool::drain`](crate::Pool::drain) (every connection replaced).
+    Retired,
 }
 
 impl DiscardReason {
-    pub(crate) const ALL: [DiscardReason; 7] = [
+    pub(crate) const ALL: [DiscardReason; 8] = [
         DiscardReason::Broken,
         DiscardReason::Expired,
         DiscardReason::IdleTimeout,
@@ -124,6 +127,7 @@ impl DiscardReason {
         DiscardReason::FailedReset,
         DiscardReason::Closed,
         DiscardReason::FailedHook,
+        DiscardReason::Retired,
     ];
 
     /// Its place in [`DiscardReason::ALL`] (the order of the variants).
@@ -140,6 +144,7 @@ impl DiscardReason {
             DiscardReason::FailedReset => "failed reset",
             DiscardReason::Closed => "pool closed",
             DiscardReason::FailedHook => "failed hook",
+            DiscardReason::Retired => "retired",
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct Counters {
     pub discarded_closed: u64,
     /// ... because a hook left them in a transaction, interrupted or broken.
     pub discarded_hook: u64,
+    /// ... because `resize` shrank the pool or `drain` replaced them.
+    pub discarded_retired: u64,
     /// Connections returned with a transaction still open, rolled back by the pool.
     pub rollbacks_on_return: u64,
     /// Connections returned with session state (SET, LISTEN, locks, temp tables) reset by the pool.
@@ -203,6 +210,7 @@ impl Counters {
             + self.discarded_reset
             + self.discarded_closed
             + self.discarded_hook
+            + self.discarded_retired
     }
 }
 
@@ -217,7 +225,7 @@ pub(crate) struct AtomicCounters {
     pub(crate) use_nanos: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
-    discarded: [AtomicU64; 7],
+    discarded: [AtomicU64; 8],
     pub(crate) rollbacks_on_return: AtomicU64,
     pub(crate) resets_on_return: AtomicU64,
     pub(crate) cancelled_statements: AtomicU64,
@@ -253,6 +261,7 @@ impl AtomicCounters {
             discarded_reset: d(DiscardReason::FailedReset),
             discarded_closed: d(DiscardReason::Closed),
             discarded_hook: d(DiscardReason::FailedHook),
+            discarded_retired: d(DiscardReason::Retired),
             rollbacks_on_return: self.rollbacks_on_return.load(Relaxed),
             resets_on_return: self.resets_on_return.load(Relaxed),
             cancelled_statements: self.cancelled_statements.load(Relaxed),
@@ -369,6 +378,7 @@ fn discarded_for(c: &Counters, r: DiscardReason) -> u64 {
         DiscardReason::FailedReset => c.discarded_reset,
         DiscardReason::Closed => c.discarded_closed,
         DiscardReason::FailedHook => c.discarded_hook,
+        DiscardReason::Retired => c.discarded_retired,
     }
 }
 

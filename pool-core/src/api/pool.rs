@@ -76,14 +76,31 @@ impl Pool {
         self.shared.holders()
     }
 
-    /// The configured `max_size`.
+    /// The `max_size` in force (as built, or as last [`resize`](Pool::resize)d).
     pub fn max_size(&self) -> usize {
-        self.shared.config().max_size
+        self.shared.status().max_size
     }
 
     /// Whether [`Pool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// Changes `max_size` at run time. Growing serves waiting tasks at once. Shrinking
+    /// closes idle connections beyond the new size now and retires connections in use
+    /// as they come back (counted as `discarded_retired`), so the pool holds no more
+    /// than `max_size` once they are back. `resize(0)`, or a size below `min_idle`, is
+    /// [`Error::Config`](crate::Error::Config).
+    pub fn resize(&self, max_size: usize) -> Result<()> {
+        self.shared.resize(max_size)
+    }
+
+    /// Replaces every connection — for credential rotation, a failover, or after a
+    /// migration that changed what sessions cache: idle connections are closed now and
+    /// new ones opened in their place, connections in use are closed when they come
+    /// back. Acquires go on being served meanwhile. Counted as `discarded_retired`.
+    pub fn drain(&self) -> Result<()> {
+        self.shared.drain()
     }
 
     /// Closes the pool: new acquires fail with [`Error::Closed`](crate::Error::Closed),

@@ -150,6 +150,12 @@ impl Conn {
         self.state.closed_at.get().copied()
     }
 
+    /// The connection's identity within its pool: later connections have larger ids.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.meta.id
+    }
+
     /// When the connection reaches `max_lifetime`, if it has one.
     #[inline]
     pub(crate) fn expires(&self) -> Option<Instant> {

@@ -86,6 +86,11 @@ impl Ctx {
         }
     }
 
+    /// The identity the next connection will get.
+    pub(crate) fn peek_conn_id(&self) -> u64 {
+        self.next_conn_id.load(Ordering::Relaxed)
+    }
+
     /// A new connection's identity.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)

@@ -57,20 +57,20 @@ pub(crate) async fn acquire_many(
     n: usize,
     site: Site,
 ) -> Result<(Vec<(Box<Conn>, HolderKey)>, Instant)> {
-    let max = shared.config.max_size;
-    if n > max {
-        return Err(Error::config(
-            "max_size",
-            format!(
-                "is {max}, but acquire_many asked for {n} connections at once; raise max_size or ask for fewer"
-            ),
-        ));
-    }
     let task = TaskKey::current();
     let started = Instant::now();
     let mut trash = Vec::new();
     let waiting = {
         let mut st = shared.lock();
+        let max = st.slots.max();
+        if n > max {
+            return Err(Error::config(
+                "max_size",
+                format!(
+                    "is {max}, but acquire_many asked for {n} connections at once; raise max_size or ask for fewer"
+                ),
+            ));
+        }
         may_check_out(shared, &st, task, site)?;
         let mut got = Vec::with_capacity(n);
         if st.queue.waiting() == 0 {

@@ -73,6 +73,9 @@ impl Shared {
     ) {
         let reason = if st.closed {
             Some(DiscardReason::Closed)
+        } else if st.slots.over() || conn.id() < st.retire_below {
+            // The pool shrank (`resize`) or is being renewed (`drain`).
+            Some(DiscardReason::Retired)
         } else {
             expired(&conn, now)
         };

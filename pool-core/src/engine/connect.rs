@@ -100,10 +100,7 @@ impl Shared {
     /// within `max_size`.
     #[inline]
     pub(super) fn spawn_connects(self: &Arc<Self>, st: &mut State) {
-        while !st.closed
-            && st.slots.connecting() < st.queue.need()
-            && st.slots.has_room(self.config.max_size)
-        {
+        while !st.closed && st.slots.connecting() < st.queue.need() && st.slots.has_room() {
             if !self.spawn_one_connect(st) {
                 break;
             }

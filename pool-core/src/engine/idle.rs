@@ -67,7 +67,12 @@ impl IdleList {
         trash
     }
 
-    /// Takes every idle connection (the pool is closing).
+    /// Takes the connection idle the longest (the pool shrinks).
+    pub(super) fn pop_oldest(&mut self) -> Option<Box<Conn>> {
+        (!self.list.is_empty()).then(|| self.list.remove(0).conn)
+    }
+
+    /// Takes every idle connection (the pool is closing or being drained).
     pub(super) fn drain(&mut self) -> Vec<Box<Conn>> {
         self.list.drain(..).map(|idle| idle.conn).collect()
     }
@@ -85,7 +90,11 @@ impl State {
         trash: &mut Vec<Box<Conn>>,
     ) -> Option<(Box<Conn>, Instant)> {
         while let Some(idle) = self.idle.list.pop() {
-            match stale(&idle.conn, now) {
+            let reason = match stale(&idle.conn, now) {
+                None if idle.conn.id() < self.retire_below => Some(DiscardReason::Retired),
+                reason => reason,
+            };
+            match reason {
                 Some(reason) => {
                     self.slots.lost(1);
                     counters.discard(reason);

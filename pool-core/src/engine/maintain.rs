@@ -50,7 +50,7 @@ impl Shared {
         while !backing_off
             && !st.closed
             && st.idle.len() + st.slots.connecting() < self.config.min_idle
-            && st.slots.has_room(self.config.max_size)
+            && st.slots.has_room()
             && self.spawn_one_connect(st)
         {}
     }

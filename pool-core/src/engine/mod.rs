@@ -70,6 +70,8 @@ struct State {
     slots: slots::Slots,
     gate: connect::Gate,
     sweeper: sweeper::SweeperState,
+    /// Connections with a smaller id are retired (`drain`): closed instead of reused.
+    retire_below: u64,
     closed: bool,
 }
 
@@ -81,9 +83,10 @@ impl Shared {
             idle: idle::IdleList::default(),
             queue: queue::Queue::default(),
             holders: holders::Holders::new(config.bookkeeping),
-            slots: slots::Slots::default(),
+            slots: slots::Slots::new(config.max_size),
             gate: connect::Gate::default(),
             sweeper: sweeper::SweeperState::default(),
+            retire_below: 0,
             closed: false,
         };
         let shared = Arc::new(Shared {
@@ -106,11 +109,6 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The pool's own settings.
-    pub(crate) fn config(&self) -> &PoolConfig {
-        &self.config
     }
 
     fn ensure_maintenance(self: &Arc<Self>) {
@@ -144,7 +142,7 @@ impl Shared {
             in_use: size - idle - connecting,
             connecting,
             waiting: st.queue.waiting(),
-            max_size: self.config.max_size,
+            max_size: st.slots.max(),
             closed: st.closed,
             counters: self.ctx.counters.snapshot(),
         }
@@ -206,6 +204,78 @@ impl Shared {
         }
     }
 
+    /// Changes `max_size`. Growing serves waiters at once; shrinking closes idle
+    /// connections beyond the new size now and retires connections in use as they come
+    /// back, so the pool never holds more than `max` once they are.
+    pub(crate) fn resize(self: &Arc<Self>, max: usize) -> Result<()> {
+        if max == 0 {
+            return Err(Error::config(
+                "max_size",
+                "is 0 in resize(0); a pool needs at least 1 connection (close() it to stop using it)",
+            ));
+        }
+        if max < self.config.min_idle {
+            return Err(Error::config(
+                "max_size",
+                format!(
+                    "would be {max} after resize, below min_idle ({}); resize to at least min_idle",
+                    self.config.min_idle
+                ),
+            ));
+        }
+        let trash = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.slots.set_max(max);
+            let mut trash = Vec::new();
+            while st.slots.over()
+                && let Some(conn) = st.idle.pop_oldest()
+            {
+                self.retire(&mut st, 1);
+                trash.push(conn);
+            }
+            self.spawn_connects(&mut st);
+            trash
+        };
+        drop(trash);
+        Ok(())
+    }
+
+    /// Replaces every connection: idle ones now (new ones are opened in their place),
+    /// those in use when they come back. Acquires go on being served meanwhile.
+    pub(crate) fn drain(self: &Arc<Self>) -> Result<()> {
+        let trash = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.retire_below = self.ctx.peek_conn_id();
+            let trash = st.idle.drain();
+            self.retire(&mut st, trash.len());
+            for _ in 0..trash.len() {
+                if !st.slots.has_room() || !self.spawn_one_connect(&mut st) {
+                    break;
+                }
+            }
+            self.spawn_connects(&mut st);
+            self.fill_min_idle(&mut st, Instant::now());
+            trash
+        };
+        drop(trash);
+        Ok(())
+    }
+
+    /// Accounts for `n` connections retired (closed by resize or drain; drop them after
+    /// the lock is released).
+    fn retire(&self, st: &mut State, n: usize) {
+        st.slots.lost(n);
+        for _ in 0..n {
+            self.ctx.counters.discard(DiscardReason::Retired);
+        }
+    }
+
     /// Opens one connection directly — reporting the real failure at once, not at an
     /// acquire deadline — and adds it to the pool.
     pub(crate) async fn warm_up(self: &Arc<Self>) -> Result<()> {
@@ -214,7 +284,7 @@ impl Shared {
             if st.closed {
                 return Err(Error::Closed);
             }
-            if !st.slots.has_room(self.config.max_size) {
+            if !st.slots.has_room() {
                 return Ok(());
             }
             st.slots.reserve();

@@ -1,17 +1,42 @@
-//! How many connections exist: open (idle, in use, being cleaned) or being opened. The
-//! count never exceeds `max_size`, which is what a slot reserved before connecting
-//! guarantees.
+//! How many connections exist: open (idle, in use, being cleaned) or being opened, and
+//! how many may (`max_size`, changed at run time by `Pool::resize`). No slot is reserved
+//! beyond the maximum; after a shrink the count comes down as connections return.
 
 /// The pool's connection count.
-#[derive(Default)]
 pub(super) struct Slots {
     /// Connections open or being opened.
     size: usize,
     /// Being opened by a connect task.
     connecting: usize,
+    /// The most connections the pool may hold.
+    max: usize,
 }
 
 impl Slots {
+    pub(super) fn new(max: usize) -> Slots {
+        Slots {
+            size: 0,
+            connecting: 0,
+            max,
+        }
+    }
+
+    #[inline]
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A new maximum (`Pool::resize`).
+    pub(super) fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Whether the pool holds more connections than it may (after a shrink).
+    #[inline]
+    pub(super) fn over(&self) -> bool {
+        self.size > self.max
+    }
+
     #[inline]
     pub(super) fn size(&self) -> usize {
         self.size
@@ -22,10 +47,10 @@ impl Slots {
         self.connecting
     }
 
-    /// Whether another connection fits under `max`.
+    /// Whether another connection fits under the maximum.
     #[inline]
-    pub(super) fn has_room(&self, max: usize) -> bool {
-        self.size < max
+    pub(super) fn has_room(&self) -> bool {
+        self.size < self.max
     }
 
     /// Reserves a slot for a connection opened directly (`Pool::connect`).

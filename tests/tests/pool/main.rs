@@ -24,6 +24,7 @@ mod leaks;
 mod lifecycle;
 mod peers;
 mod reset;
+mod resize;
 mod seeds;
 mod send;
 mod server;
