@@ -150,7 +150,7 @@ pub enum Error {
 
 fn code_suffix(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!(" (SQLSTATE {})", db.code().code()),
+        Some(db) => format!(" (SQLSTATE {}: {})", db.code().code(), db.message()),
         None => String::new(),
     }
 }
@@ -456,6 +456,16 @@ pub(crate) fn is_fatal(e: &tokio_postgres::Error) -> bool {
             .iter()
             .any(|p| text.starts_with(p))
         }
+    }
+}
+
+/// A driver error that did not come through the pool's own calls — `Row::try_get`, a
+/// `FromSql` conversion — so that `?` works in functions returning the pool's `Result`.
+/// Classified as a statement's error would be: a server error is [`Error::Db`], a
+/// conversion is [`Error::Client`], a lost connection is [`Error::Broken`].
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        from_statement(e)
     }
 }
 

@@ -17,7 +17,7 @@ mod stmt;
 
 pub use api::{
     Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, LockMode, Pool,
-    PooledConn, Tx, TxOptions, TxSource,
+    PooledConn, RowStream, Tx, TxOptions, TxSource,
 };
 pub use config::{Builder, ConfigSource, NestedCheckout};
 pub use conn::Conn;

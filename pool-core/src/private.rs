@@ -97,8 +97,9 @@ pub enum Next<T, E> {
 }
 
 /// Commits or rolls back one attempt of a retrying transaction and decides whether to
-/// run it again: only on serialization failures and deadlocks, from the body
-/// (`body_retryable`) or from `COMMIT`, while `attempt <= retries`.
+/// run it again: only on serialization failures and deadlocks — seen by the connection
+/// during the body, found in the body's error (`body_retryable`), or from `COMMIT` —
+/// while `attempt <= retries`.
 pub async fn finish_retrying<T, E: FromPoolError>(
     tx: Tx<'_>,
     result: std::result::Result<T, E>,
@@ -108,6 +109,10 @@ pub async fn finish_retrying<T, E: FromPoolError>(
     backoff_ms: u64,
 ) -> Next<T, E> {
     let may_retry = attempt <= retries;
+    // The connection knows whether a statement of this transaction hit a serialization
+    // failure or a deadlock, whatever the body's error type made of it (a transparent
+    // wrapper hides the pool's error from the source chain; some types keep nothing).
+    let body_retryable = body_retryable || tx.failed_retryably();
     match result {
         Ok(value) => match tx.commit().await {
             Ok(()) => Next::Return(Ok(value)),
@@ -155,8 +160,9 @@ where
 
 /// Looks for a serialization failure or deadlock inside any error type: the pool's own
 /// error, any `std::error::Error` whose source chain carries it, or an error that
-/// exposes one through `AsRef<dyn Error>` (anyhow, eyre, boxed errors). Dispatched by
-/// autoref: `(&&Probe(&e)).__pool_retryable()`.
+/// exposes one through `AsRef<dyn Error>` (anyhow, eyre, boxed errors); any other type
+/// says nothing here (the connection still knows, see `finish_retrying`). Dispatched by
+/// autoref: `(&&&Probe(&e)).__pool_retryable()`.
 pub struct Probe<'a, E>(pub &'a E);
 
 /// First choice of [`Probe`]: the error is a `std::error::Error`.
@@ -165,7 +171,7 @@ pub trait ViaStdError {
     fn __pool_retryable(&self) -> bool;
 }
 
-impl<E: StdError + 'static> ViaStdError for &Probe<'_, E> {
+impl<E: StdError + 'static> ViaStdError for &&Probe<'_, E> {
     fn __pool_retryable(&self) -> bool {
         chain_is_retryable(self.0)
     }
@@ -177,9 +183,21 @@ pub trait ViaAsRefError {
     fn __pool_retryable(&self) -> bool;
 }
 
-impl<E: AsRef<dyn StdError + Send + Sync + 'static>> ViaAsRefError for Probe<'_, E> {
+impl<E: AsRef<dyn StdError + Send + Sync + 'static>> ViaAsRefError for &Probe<'_, E> {
     fn __pool_retryable(&self) -> bool {
         chain_is_retryable(self.0.as_ref())
+    }
+}
+
+/// Last choice of [`Probe`]: an error type that is neither; it carries nothing to look at.
+pub trait ViaNothing {
+    /// Whether the error is worth retrying: it cannot say.
+    fn __pool_retryable(&self) -> bool;
+}
+
+impl<E> ViaNothing for Probe<'_, E> {
+    fn __pool_retryable(&self) -> bool {
+        false
     }
 }
 

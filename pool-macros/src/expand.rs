@@ -306,8 +306,8 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
                         ::core::result::Result::Ok(_) => false,
                         ::core::result::Result::Err(__pool_error) => {
                             #[allow(unused_imports)]
-                            use #krate::__private::{ViaAsRefError as _, ViaStdError as _};
-                            (&&#krate::__private::Probe(__pool_error)).__pool_retryable()
+                            use #krate::__private::{ViaAsRefError as _, ViaNothing as _, ViaStdError as _};
+                            (&&&#krate::__private::Probe(__pool_error)).__pool_retryable()
                         }
                     };
                     match #krate::__private::finish_retrying(

@@ -14,6 +14,7 @@ mod locks;
 mod pool;
 mod pooled;
 pub(crate) mod source;
+mod stream;
 mod tx;
 
 pub use acquire::Acquire;
@@ -22,4 +23,5 @@ pub use locks::{AdvisoryLock, LockMode};
 pub use pool::Pool;
 pub use pooled::{ConnSet, PooledConn};
 pub use source::{ConnSource, FreshTxSource, TxSource};
+pub use stream::RowStream;
 pub use tx::{Isolation, Tx, TxOptions};

@@ -156,6 +156,18 @@ impl<'c> Tx<'c> {
         self.conn
     }
 
+    /// Whether a statement of this transaction failed with a serialization failure or
+    /// a deadlock (what `#[transactional(retry)]` retries).
+    pub(crate) fn failed_retryably(&self) -> bool {
+        self.live().is_ok() && self.conn.tx().failed_retryably()
+    }
+
+    /// The connection, if this transaction still owns it.
+    pub(super) fn live_conn(&mut self) -> Result<&mut Conn> {
+        self.live()?;
+        Ok(self.conn)
+    }
+
     fn live(&self) -> Result<()> {
         if !self.conn.tx().is(self.depth, self.epoch) {
             return Err(Error::TransactionAborted {

@@ -83,6 +83,29 @@ impl Outcome for Count {
     }
 }
 
+/// The rows as they come (`query_stream`): the stream outlives the call.
+enum Streamed {}
+
+impl Outcome for Streamed {
+    type Out = tokio_postgres::RowStream;
+    fn named<'a>(
+        client: &'a Client,
+        statement: &'a Statement,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Self::Out, tokio_postgres::Error>> + Send + 'a
+    {
+        client.query_raw(statement, params.iter().copied())
+    }
+    fn unnamed<'a>(
+        client: &'a Client,
+        sql: &'a str,
+        typed: &'a [(&'a (dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = std::result::Result<Self::Out, tokio_postgres::Error>> + Send + 'a
+    {
+        client.query_typed_raw(sql, typed.iter().map(|(p, t)| (*p, t.clone())))
+    }
+}
+
 /// Where a statement is being run, for the run-time placement rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -267,6 +290,17 @@ impl Conn {
         place: Place,
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         self.run::<Count>(parts, params, place)
+    }
+
+    /// Starts a statement whose rows are read as they come. The statement is in flight
+    /// when this returns: the caller reads it to the end, or calls `abandon_stream`.
+    pub(crate) fn start_stream<'a>(
+        &'a mut self,
+        parts: SqlParts<'a>,
+        params: &'a [&'a (dyn ToSql + Sync)],
+        place: Place,
+    ) -> impl Future<Output = Result<tokio_postgres::RowStream>> + Send + 'a {
+        self.run::<Streamed>(parts, params, place)
     }
 
     /// Admits the statement, sends it the way this connection sends statements, and

@@ -65,8 +65,8 @@ impl ConnState {
             {
                 return Error::broken("while running a statement", Some(cause));
             }
-        } else if e.as_db_error().is_some() {
-            self.tx.mark_aborted();
+        } else if let Some(db) = e.as_db_error() {
+            self.tx.failed(db.code().code());
         }
         error::from_statement(e)
     }
@@ -159,24 +159,38 @@ pub(crate) struct OpGuard<'a> {
 
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            let recovery = self.recovery.clone();
+            self.state
+                .abandon(self.client, self.ctx, recovery, self.depth_if_dropped);
         }
-        match self.recovery {
+    }
+}
+
+impl ConnState {
+    /// An operation was abandoned after it was sent: record what that means for the
+    /// transaction, and start the recovery that brings the connection back.
+    fn abandon(
+        &mut self,
+        client: &Arc<Client>,
+        ctx: &Arc<Ctx>,
+        recovery: Recovery,
+        depth_if_dropped: Option<u32>,
+    ) {
+        match recovery {
             Recovery::CancelAndDrain => {
-                AtomicCounters::bump(&self.ctx.counters.cancelled_statements);
+                AtomicCounters::bump(&ctx.counters.cancelled_statements);
                 // The statement may or may not have taken effect: a transaction around it
                 // can no longer be trusted to commit.
-                self.state.tx.mark_aborted();
+                self.tx.mark_aborted();
             }
             _ => {
-                if let Some(d) = self.depth_if_dropped {
-                    self.state.tx.unwind_to(d);
+                if let Some(d) = depth_if_dropped {
+                    self.tx.unwind_to(d);
                 }
             }
         }
-        let recovery = self.recovery.clone();
-        self.state.spawn_recovery(self.client, self.ctx, recovery);
+        self.spawn_recovery(client, ctx, recovery);
     }
 }
 
@@ -231,6 +245,23 @@ impl Conn {
     pub(crate) fn defer(&mut self, sql: Cow<'static, str>) {
         self.state
             .spawn_recovery(&self.client, &self.ctx, Recovery::Run(sql));
+    }
+
+    /// A row stream was dropped before its end: outside a transaction the statement is
+    /// cancelled on the server and the connection drained; inside one, the rest of the
+    /// rows are drained (a cancel would abort the caller's transaction).
+    pub(crate) fn abandon_stream(&mut self) {
+        let recovery = if self.state.tx.depth() > 0 {
+            Recovery::Drain
+        } else {
+            Recovery::CancelAndDrain
+        };
+        self.state.abandon(&self.client, &self.ctx, recovery, None);
+    }
+
+    /// What an error in a row stream means for the connection.
+    pub(crate) fn stream_error(&mut self, e: tokio_postgres::Error) -> Error {
+        self.state.on_error(e)
     }
 
     /// Waits for a recovery in flight; refuses a connection known to be unusable.

@@ -24,6 +24,10 @@ pub(crate) struct TxState {
     /// The depth at which a statement failed inside the transaction (it is then aborted
     /// on the server until rolled back to that depth or above).
     aborted_at: Option<u32>,
+    /// A statement in this transaction failed with a serialization failure or a
+    /// deadlock: running the whole transaction again may succeed. Known here whatever
+    /// error type the caller turned the failure into.
+    retryable: bool,
 }
 
 impl TxState {
@@ -55,6 +59,22 @@ impl TxState {
         }
     }
 
+    /// A statement failed with `sqlstate` inside the transaction.
+    pub(crate) fn failed(&mut self, sqlstate: &str) {
+        if self.depth > 0 {
+            self.mark_aborted();
+            if matches!(sqlstate, "40001" | "40P01") {
+                self.retryable = true;
+            }
+        }
+    }
+
+    /// Whether a statement of the current transaction failed with a serialization
+    /// failure or a deadlock.
+    pub(crate) fn failed_retryably(&self) -> bool {
+        self.depth > 0 && self.retryable
+    }
+
     /// The savepoints above `depth` are gone: failures inside them no longer count.
     pub(crate) fn unwind_to(&mut self, depth: u32) {
         self.depth = depth;
@@ -83,6 +103,7 @@ impl TxState {
                 self.depth = 1;
                 self.epoch += 1;
                 self.aborted_at = None;
+                self.retryable = false;
             }
             (Control::Begin(_), false) => self.unwind_to(0),
             (Control::Savepoint(d), true) => self.depth = *d,

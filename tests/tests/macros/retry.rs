@@ -153,6 +153,93 @@ async fn retry_sees_through_wrapping_error_types() {
     assert_eq!(attempts.load(Ordering::Relaxed), 2);
 }
 
+/// The usual application error: `#[error(transparent)]` hides the pool's error from the
+/// source chain (its `source()` is the pool error's own, which a server error lacks).
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error(transparent)]
+    Db(#[from] Error),
+}
+
+/// An error type that keeps nothing of the pool's error at all.
+#[derive(Debug)]
+struct Opaque;
+impl From<Error> for Opaque {
+    fn from(_: Error) -> Self {
+        Opaque
+    }
+}
+
+#[transactional(isolation = serializable, retry = 50, backoff_ms = 2)]
+async fn increment_app(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), AppError> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    let n: i64 = tx
+        .query_one("SELECT n FROM counter WHERE id = 1", &[])
+        .await?
+        .get(0);
+    tokio::task::yield_now().await;
+    tx.execute("UPDATE counter SET n = $1 WHERE id = 1", &[&(n + 1)])
+        .await?;
+    Ok(())
+}
+
+#[transactional(retry = 1, backoff_ms = 1)]
+async fn opaque_conflict(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Opaque> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_works_whatever_the_error_type() {
+    let (tdb, builder) = setup().await;
+    tdb.batch_execute(
+        "CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)",
+    )
+    .await;
+    let pool = builder.max_size(8).build().unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    const TASKS: i64 = 8;
+    const EACH: i64 = 10;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let pool = pool.clone();
+            let attempts = Arc::clone(&attempts);
+            tokio::spawn(async move {
+                let mut db = pool.db();
+                for _ in 0..EACH {
+                    increment_app(&mut db, &attempts).await?;
+                }
+                Ok::<_, AppError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let n: i64 = tdb
+        .connect()
+        .await
+        .query_one("SELECT n FROM counter", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n,
+        TASKS * EACH,
+        "lost increments: a transparent wrapper was not retried"
+    );
+    let mut db = pool.db();
+    let attempts = AtomicU32::new(0);
+    assert!(opaque_conflict(&mut db, &attempts).await.is_err());
+    assert_eq!(
+        attempts.load(Ordering::Relaxed),
+        2,
+        "an opaque error type was not retried"
+    );
+}
+
 /// At run time, a connection lent by a transaction is refused by a retrying function.
 #[tokio::test]
 async fn a_retrying_transaction_refuses_a_connection_inside_a_transaction() {

@@ -120,3 +120,38 @@ async fn real_errors_follow_the_message_rules() {
     );
     assert!(errors[3].is_timeout() && errors[6].is_closed());
 }
+
+/// A connect failure says what the server said, not only its SQLSTATE.
+#[tokio::test]
+async fn a_connect_error_shows_the_servers_message() {
+    let (tdb, _) = setup().await;
+    let mut bad = tdb.config();
+    bad.dbname("no_such_database");
+    let err = Pool::connect(bad).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("3D000"), "{text}");
+    assert!(
+        text.contains("database \"no_such_database\" does not exist"),
+        "{text}"
+    );
+    assert_no_repeated_source(&err);
+}
+
+/// A driver error that did not come through the pool's own calls converts with `?`.
+async fn text_of_int(conn: &mut pool_core::Conn) -> pool_core::Result<String> {
+    let row = conn.query_one("SELECT 1", &[]).await?;
+    let text: String = row.try_get(0)?;
+    Ok(text)
+}
+
+#[tokio::test]
+async fn driver_errors_convert_into_the_pools_error() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let mut conn = db.acquire().await.unwrap();
+    let err = text_of_int(&mut conn).await.unwrap_err();
+    assert!(matches!(err, Error::Client(_)), "{err}");
+    // Not a connection problem: the connection is still good.
+    assert!(!conn.is_broken());
+}

@@ -28,5 +28,6 @@ mod resize;
 mod seeds;
 mod send;
 mod server;
+mod stream;
 mod tx;
 mod waiting;
