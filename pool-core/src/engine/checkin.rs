@@ -17,17 +17,22 @@ impl Shared {
     /// A borrower gives back the connection it held since `since` (recorded under
     /// `key`): its use time is counted, then it is checked in.
     pub(crate) fn give_back(self: &Arc<Self>, conn: Box<Conn>, key: HolderKey, since: Instant) {
-        let held = Instant::now().saturating_duration_since(since);
-        let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        let now = Instant::now();
+        let nanos =
+            u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
         self.ctx
             .counters
             .use_nanos
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
-        self.checkin(conn, Some(key));
+        self.checkin_at(conn, Some(key), now);
     }
 
-    /// Returns a connection (from a borrower, or a guard holding one).
+    /// Returns a connection (from a guard holding one on its way to a borrower).
     pub(crate) fn checkin(self: &Arc<Self>, conn: Box<Conn>, holder: Option<HolderKey>) {
+        self.checkin_at(conn, holder, Instant::now());
+    }
+
+    fn checkin_at(self: &Arc<Self>, conn: Box<Conn>, holder: Option<HolderKey>, now: Instant) {
         if !conn.is_clean() {
             if let Some(key) = holder {
                 self.lock().holders.remove(key);
@@ -40,7 +45,6 @@ impl Shared {
             }
             return;
         }
-        let now = Instant::now();
         let mut st = self.lock();
         if let Some(key) = holder {
             st.holders.remove(key);
