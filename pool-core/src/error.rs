@@ -133,6 +133,21 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The password provider (`Builder::password_provider`) failed or did not answer in
+    /// time, so no connection could be opened.
+    #[error(
+        "the password provider {what}, so no connection could be opened; check the credential source \
+         (the pool asks it again for the next connection)"
+    )]
+    #[non_exhaustive]
+    Credentials {
+        /// What went wrong.
+        what: String,
+        /// The provider's error, if it returned one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// A hook (`after_connect`) left the connection unfit to hand out — inside a
     /// transaction, with an interrupted operation, or broken — so the pool discarded it.
     #[error(

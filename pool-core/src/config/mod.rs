@@ -117,7 +117,8 @@ impl Default for PoolConfig {
 /// | [`max_waiting`](Self::max_waiting) | unbounded | waiters beyond this fail at once |
 /// | [`nested_checkout`](Self::nested_checkout) | `Error` | a second checkout by the same task |
 /// | [`application_name`](Self::application_name) | `pool-core` | shown in `pg_stat_activity` (if the URL sets none) |
-/// | [`statement_cache_capacity`](Self::statement_cache_capacity) | 256 | prepared statements kept per connection |
+/// | [`password_provider`](Self::password_provider) | none (the URL's) | asked for each new connection's password or token |
+/// | [`statement_cache_capacity`](Self::statement_cache_capacity) | 256 | prepared statements kept per connection (least recently used evicted) |
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
 /// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
 /// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
@@ -265,6 +266,33 @@ impl Builder {
         F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync + 'static,
     {
         self.conn.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Asks `provider` for the password (or token) of each new connection, instead of
+    /// the one in the URL: for rotating credentials (Vault leases, RDS IAM tokens).
+    /// Connections already open keep working; [`Pool::drain`](crate::Pool::drain)
+    /// replaces them when the old credential is about to be revoked. The provider gets
+    /// half of `connect_timeout`; failing or hanging, it is reported as
+    /// [`Error::Credentials`](crate::Error::Credentials), never as a bare timeout.
+    ///
+    /// ```no_run
+    /// # async fn fetch_token() -> Result<String, Box<dyn std::error::Error + Send + Sync>> { Ok(String::new()) }
+    /// # fn f() -> Result<(), pool_core::Error> {
+    /// let pool = pool_core::Pool::builder("postgres://app@db.internal/app")
+    ///     .password_provider(|| async { fetch_token().await })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn password_provider<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<
+                Output = std::result::Result<String, Box<dyn std::error::Error + Send + Sync>>,
+            > + Send
+            + 'static,
+    {
+        self.conn.password_provider = Some(Arc::new(move || Box::pin(provider())));
         self
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::AsyncMessage;
 
+use super::settings::PasswordProvider;
 use super::{Conn, ConnMeta, Ctx};
 use crate::error::{Error, Timeout, TimeoutKind};
 use crate::random::jitter;
@@ -25,8 +26,17 @@ pub(crate) struct ConnectFailure {
 pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFailure> {
     let cfg = &ctx.config;
     let started = Instant::now();
+    let deadline = started + cfg.connect_timeout;
+    let pg = match &cfg.password_provider {
+        None => cfg.pg.clone(),
+        Some(provider) => {
+            let mut pg = cfg.pg.clone();
+            pg.password(ask_password(provider, cfg.connect_timeout).await?);
+            pg
+        }
+    };
     let handshake = async {
-        let (client, mut messages) = cfg.connector.connect(cfg.pg.clone()).await?;
+        let (client, mut messages) = cfg.connector.connect(pg).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
         let slot = Arc::clone(&closed_by);
@@ -66,7 +76,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by, closed_at))
     };
     let (client, rx, backend_pid, closed_by, closed_at) =
-        match tokio::time::timeout(cfg.connect_timeout, handshake).await {
+        match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
                 let permanent = is_permanent(&e);
@@ -117,6 +127,34 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         }
     }
     Ok(conn)
+}
+
+/// Asks the password provider, within half of `connect_timeout` (the rest is left for the
+/// handshake), so that a provider that fails or hangs is reported as such — never as a
+/// bare connect timeout.
+async fn ask_password(
+    provider: &PasswordProvider,
+    connect_timeout: std::time::Duration,
+) -> Result<String, ConnectFailure> {
+    let limit = connect_timeout / 2;
+    let failure = |error| ConnectFailure {
+        error,
+        permanent: false,
+    };
+    match tokio::time::timeout(limit, provider()).await {
+        Ok(Ok(password)) => Ok(password),
+        Ok(Err(source)) => Err(failure(Error::Credentials {
+            what: "failed".to_owned(),
+            source: Some(Arc::from(source)),
+        })),
+        Err(_) => Err(failure(Error::Credentials {
+            what: format!(
+                "did not answer within {} (half of connect_timeout)",
+                crate::status::DisplayDuration(limit)
+            ),
+            source: None,
+        })),
+    }
 }
 
 /// Errors that retrying cannot fix: the server answered and said no.

@@ -17,6 +17,16 @@ use crate::status::AtomicCounters;
 pub(crate) type AfterConnect =
     Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync>;
 
+/// Where a connection's password (or token) comes from when it changes while the pool
+/// runs (rotating credentials, cloud IAM tokens): asked for each new connection.
+pub(crate) type PasswordProvider = Arc<
+    dyn Fn() -> BoxFuture<
+            'static,
+            std::result::Result<String, Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + Sync,
+>;
+
 /// The settings of each connection of a pool.
 pub(crate) struct ConnConfig {
     /// Where and how to connect (with `connect_timeout` and `application_name` applied).
@@ -26,6 +36,7 @@ pub(crate) struct ConnConfig {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) connector: Connector,
     pub(crate) after_connect: Option<AfterConnect>,
+    pub(crate) password_provider: Option<PasswordProvider>,
     pub(crate) statement_cache_capacity: usize,
     pub(crate) discard_prepared_on_return: bool,
     /// Statements run as unnamed, self-contained messages; session state is refused.
@@ -45,6 +56,7 @@ impl Default for ConnConfig {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             connector: Connector::new(NoTls),
             after_connect: None,
+            password_provider: None,
             statement_cache_capacity: 256,
             discard_prepared_on_return: false,
             pgbouncer_transaction_mode: false,

@@ -20,6 +20,7 @@
 mod rig;
 
 mod cancel;
+mod credentials;
 mod kill;
 mod lifecycle;
 mod load;

@@ -139,7 +139,7 @@ async fn server_absent_at_build_time() {
 }
 
 /// `host all <role> 127.0.0.1/32 <method>` lines ahead of the cluster's trust rules.
-fn require_passwords(cluster: &PrivateCluster, rules: &[(&str, &str)]) {
+pub(crate) fn require_passwords(cluster: &PrivateCluster, rules: &[(&str, &str)]) {
     let path = cluster.data_dir().join("pg_hba.conf");
     let old = std::fs::read_to_string(&path).unwrap();
     let mut new: String = rules

@@ -131,3 +131,49 @@ async fn the_pool_refills_after_a_server_restart_without_a_retry_storm() {
         conn.query_one("SELECT 1", &[]).await.unwrap();
     }
 }
+
+/// A password provider is asked for each new connection; one that fails or hangs is
+/// reported as what it is, never as a bare timeout.
+#[tokio::test]
+async fn the_password_provider_is_asked_per_connection_and_its_failures_are_named() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::common::setup;
+
+    let (_tdb, builder) = setup().await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&asked);
+    let pool = builder
+        .max_size(3)
+        .password_provider(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok("unused-with-trust".to_owned()) }
+        })
+        .build()
+        .unwrap();
+    let mut db = pool.db();
+    drop(db.acquire_many(3).await.unwrap());
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+
+    let (_tdb, builder) = setup().await;
+    let err = builder
+        .password_provider(|| async { Err("vault is sealed".into()) })
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, pool_core::Error::Credentials { .. }), "{err}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("vault is sealed"), "{chain}");
+
+    let (_tdb, builder) = setup().await;
+    let err = builder
+        .connect_timeout(std::time::Duration::from_millis(400))
+        .password_provider(std::future::pending)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, pool_core::Error::Credentials { .. }), "{err}");
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    assert!(!err.is_timeout(), "reported as a bare timeout: {err}");
+}
