@@ -113,13 +113,15 @@ pub enum DiscardReason {
     /// A hook (`after_connect`) left it inside a transaction, with an interrupted
     /// operation, or broken.
     FailedHook,
+    /// A `before_acquire` or `after_release` hook said not to use it.
+    Rejected,
     /// Retired by [`Pool::resize`](crate::Pool::resize) (the pool shrank) or
     /// [`Pool::drain`](crate::Pool::drain) (every connection replaced).
     Retired,
 }
 
 impl DiscardReason {
-    pub(crate) const ALL: [DiscardReason; 8] = [
+    pub(crate) const ALL: [DiscardReason; 9] = [
         DiscardReason::Broken,
         DiscardReason::Expired,
         DiscardReason::IdleTimeout,
@@ -127,6 +129,7 @@ impl DiscardReason {
         DiscardReason::FailedReset,
         DiscardReason::Closed,
         DiscardReason::FailedHook,
+        DiscardReason::Rejected,
         DiscardReason::Retired,
     ];
 
@@ -144,6 +147,7 @@ impl DiscardReason {
             DiscardReason::FailedReset => "failed reset",
             DiscardReason::Closed => "pool closed",
             DiscardReason::FailedHook => "failed hook",
+            DiscardReason::Rejected => "rejected by a hook",
             DiscardReason::Retired => "retired",
         }
     }
@@ -184,6 +188,8 @@ pub struct Counters {
     pub discarded_closed: u64,
     /// ... because a hook left them in a transaction, interrupted or broken.
     pub discarded_hook: u64,
+    /// ... because a `before_acquire` or `after_release` hook rejected them.
+    pub discarded_rejected: u64,
     /// ... because `resize` shrank the pool or `drain` replaced them.
     pub discarded_retired: u64,
     /// Connections returned with a transaction still open, rolled back by the pool.
@@ -210,6 +216,7 @@ impl Counters {
             + self.discarded_reset
             + self.discarded_closed
             + self.discarded_hook
+            + self.discarded_rejected
             + self.discarded_retired
     }
 }
@@ -225,7 +232,7 @@ pub(crate) struct AtomicCounters {
     pub(crate) use_nanos: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
-    discarded: [AtomicU64; 8],
+    discarded: [AtomicU64; 9],
     pub(crate) rollbacks_on_return: AtomicU64,
     pub(crate) resets_on_return: AtomicU64,
     pub(crate) cancelled_statements: AtomicU64,
@@ -261,6 +268,7 @@ impl AtomicCounters {
             discarded_reset: d(DiscardReason::FailedReset),
             discarded_closed: d(DiscardReason::Closed),
             discarded_hook: d(DiscardReason::FailedHook),
+            discarded_rejected: d(DiscardReason::Rejected),
             discarded_retired: d(DiscardReason::Retired),
             rollbacks_on_return: self.rollbacks_on_return.load(Relaxed),
             resets_on_return: self.resets_on_return.load(Relaxed),
@@ -378,6 +386,7 @@ fn discarded_for(c: &Counters, r: DiscardReason) -> u64 {
         DiscardReason::FailedReset => c.discarded_reset,
         DiscardReason::Closed => c.discarded_closed,
         DiscardReason::FailedHook => c.discarded_hook,
+        DiscardReason::Rejected => c.discarded_rejected,
         DiscardReason::Retired => c.discarded_retired,
     }
 }

@@ -117,6 +117,7 @@ impl Default for PoolConfig {
 /// | [`max_waiting`](Self::max_waiting) | unbounded | waiters beyond this fail at once |
 /// | [`nested_checkout`](Self::nested_checkout) | `Error` | a second checkout by the same task |
 /// | [`application_name`](Self::application_name) | `pool-core` | shown in `pg_stat_activity` (if the URL sets none) |
+/// | [`before_acquire`](Self::before_acquire), [`after_release`](Self::after_release) | none | hooks that may refuse a connection before hand-out or after return |
 /// | [`password_provider`](Self::password_provider) | none (the URL's) | asked for each new connection's password or token |
 /// | [`statement_cache_capacity`](Self::statement_cache_capacity) | 256 | prepared statements kept per connection (least recently used evicted) |
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
@@ -266,6 +267,45 @@ impl Builder {
         F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync + 'static,
     {
         self.conn.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Run this before each connection is handed out: `Ok(true)` hands it out,
+    /// `Ok(false)` discards it (counted as `discarded_rejected`) and another is tried,
+    /// all within the same `acquire_timeout`. A hook that errors, panics, or leaves the
+    /// connection in a transaction is reported (a warning naming it), its connection
+    /// discarded and counted as `discarded_hook`. With the hook set, every checkout takes
+    /// the slow path.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), pool_core::Error> {
+    /// let pool = pool_core::Pool::builder("postgres://postgres@127.0.0.1/app")
+    ///     .before_acquire(|conn| Box::pin(async move {
+    ///         // e.g. refuse connections to a standby after a failover
+    ///         let row = conn.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+    ///         Ok(!row.get::<_, bool>(0))
+    ///     }))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn before_acquire<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<bool>> + Send + Sync + 'static,
+    {
+        self.conn.before_acquire = Some(Arc::new(hook));
+        self
+    }
+
+    /// Run this on each connection given back, after the pool has cleaned it:
+    /// `Ok(true)` keeps it, `Ok(false)` closes it (counted as `discarded_rejected`).
+    /// Errors and panics are reported and the connection discarded, as for
+    /// [`before_acquire`](Self::before_acquire). With the hook set, every return goes
+    /// through a background task.
+    pub fn after_release<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<bool>> + Send + Sync + 'static,
+    {
+        self.conn.after_release = Some(Arc::new(hook));
         self
     }
 

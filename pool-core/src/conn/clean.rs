@@ -2,11 +2,15 @@
 //! transaction, reset exactly the session state the borrower touched (the statements
 //! are in `reset.rs`), re-run `after_connect` where settings were reset.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use pool_sql::Touches;
 use tokio::time::Instant;
 
+use super::settings::CheckHook;
 use super::{Conn, reset};
 use crate::error::{Error, Result};
 use crate::status::{AtomicCounters, DiscardReason};
@@ -74,6 +78,31 @@ impl Conn {
             "the {hook} hook left a connection {problem}; it is discarded instead of handed out"
         );
         Err(Error::Hook { hook, problem })
+    }
+
+    /// Runs a check hook (`before_acquire`, `after_release`) and the check after every
+    /// hook. Whether the connection may go on; when not, its discard is counted here
+    /// (rejected by the hook; or failed: the hook errored, panicked, or left it unfit —
+    /// reported with a warning naming the hook).
+    pub(crate) async fn passes(&mut self, hook: &CheckHook, name: &'static str) -> bool {
+        let verdict = AssertUnwindSafe(hook(self)).catch_unwind().await;
+        match verdict {
+            Ok(Ok(true)) => self.after_hook(name).is_ok(),
+            Ok(Ok(false)) => {
+                self.ctx.counters.discard(DiscardReason::Rejected);
+                false
+            }
+            Ok(Err(error)) => {
+                self.ctx.counters.discard(DiscardReason::FailedHook);
+                tracing::warn!(target: "pool_core", hook = name, %error, "the {name} hook failed; its connection is discarded");
+                false
+            }
+            Err(_) => {
+                self.ctx.counters.discard(DiscardReason::FailedHook);
+                tracing::warn!(target: "pool_core", hook = name, "the {name} hook panicked; its connection is discarded");
+                false
+            }
+        }
     }
 
     async fn simple(&mut self, limit: Duration, sql: &str) -> Result<()> {

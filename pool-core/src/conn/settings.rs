@@ -17,6 +17,11 @@ use crate::status::AtomicCounters;
 pub(crate) type AfterConnect =
     Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + Sync>;
 
+/// A hook that decides whether a connection may be used (`before_acquire`) or kept
+/// (`after_release`): `Ok(true)` yes, `Ok(false)` discard it.
+pub(crate) type CheckHook =
+    Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<bool>> + Send + Sync>;
+
 /// Where a connection's password (or token) comes from when it changes while the pool
 /// runs (rotating credentials, cloud IAM tokens): asked for each new connection.
 pub(crate) type PasswordProvider = Arc<
@@ -36,6 +41,8 @@ pub(crate) struct ConnConfig {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) connector: Connector,
     pub(crate) after_connect: Option<AfterConnect>,
+    pub(crate) before_acquire: Option<CheckHook>,
+    pub(crate) after_release: Option<CheckHook>,
     pub(crate) password_provider: Option<PasswordProvider>,
     pub(crate) statement_cache_capacity: usize,
     pub(crate) discard_prepared_on_return: bool,
@@ -56,6 +63,8 @@ impl Default for ConnConfig {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             connector: Connector::new(NoTls),
             after_connect: None,
+            before_acquire: None,
+            after_release: None,
             password_provider: None,
             statement_cache_capacity: 256,
             discard_prepared_on_return: false,

@@ -73,6 +73,9 @@ enum Phase {
 /// What the first, synchronous attempt found.
 enum First {
     Ready(Lease),
+    /// Handed over through the queue (recorded as held) and still to pass the
+    /// `before_acquire` hook.
+    Handed(Lease),
     Validate(Box<Conn>),
     /// An idle connection recently used: hand out without a ping.
     Take(Box<Conn>),
@@ -139,6 +142,10 @@ impl Acquiring {
                         return Poll::Pending;
                     };
                     match received(shared, res, task, site, started) {
+                        Ok(Ok(lease)) if shared.ctx.config.before_acquire.is_some() => {
+                            let next = First::Handed(lease);
+                            self.phase = slow(shared, task, site, next, started, true);
+                        }
                         Ok(Ok(lease)) => {
                             record_wait(shared, started, lease.since);
                             return Poll::Ready(Ok(lease));
@@ -278,6 +285,9 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
             if let Some((conn, since)) = st.pop_idle(now, &shared.ctx.counters, &mut trash) {
                 if shared.needs_validation(since, now) {
                     Some(First::Validate(conn))
+                } else if shared.ctx.config.before_acquire.is_some() {
+                    // The hook runs on the slow path, within the acquire deadline.
+                    Some(First::Take(conn))
                 } else {
                     let key = st.holders.record(HolderEntry::new(site, task, now, &conn));
                     AtomicCounters::bump(&shared.ctx.counters.acquires);
@@ -338,6 +348,30 @@ impl Drop for Candidate {
         if let Some(conn) = self.conn.take() {
             self.shared.checkin(conn, None);
         }
+    }
+}
+
+/// A connection handed over (recorded as held) while the `before_acquire` hook looks at
+/// it; given back to the pool if the acquire is abandoned meanwhile.
+struct Held {
+    shared: Arc<Shared>,
+    lease: Option<Lease>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.shared.checkin(lease.conn, Some(lease.key));
+        }
+    }
+}
+
+/// Whether `conn` passes the `before_acquire` hook (true when there is none). A
+/// rejected or failed connection's discard is counted already.
+async fn before_acquire(shared: &Shared, conn: &mut Conn) -> bool {
+    match shared.ctx.config.before_acquire.clone() {
+        None => true,
+        Some(hook) => conn.passes(&hook, "before_acquire").await,
     }
 }
 
@@ -469,9 +503,28 @@ async fn acquire_loop(
                 };
                 let res = waiting.recv().await;
                 match received(shared, res, task, site, started)? {
+                    Ok(lease) if shared.ctx.config.before_acquire.is_some() => {
+                        next = First::Handed(lease);
+                    }
                     Ok(lease) => return Ok(lease),
                     Err(again) => next = again,
                 }
+                continue;
+            }
+            First::Handed(lease) => {
+                let mut held = Held {
+                    shared: Arc::clone(shared),
+                    lease: Some(lease),
+                };
+                if let Some(lease) = held.lease.as_mut()
+                    && before_acquire(shared, &mut lease.conn).await
+                {
+                    return held.lease.take().ok_or(Error::Closed);
+                }
+                if let Some(lease) = held.lease.take() {
+                    shared.discard_held_counted(lease.conn, lease.key);
+                }
+                next = requeue(shared, task, site, deadline)?;
                 continue;
             }
         };
@@ -496,6 +549,15 @@ async fn acquire_loop(
                     DiscardReason::Broken
                 };
                 shared.discard(conn, reason);
+            }
+            next = requeue(shared, task, site, deadline)?;
+            continue;
+        }
+        if let Some(conn) = candidate.conn.as_mut()
+            && !before_acquire(shared, conn).await
+        {
+            if let Some(conn) = candidate.conn.take() {
+                shared.discard_counted(conn);
             }
             next = requeue(shared, task, site, deadline)?;
             continue;

@@ -33,7 +33,8 @@ impl Shared {
     }
 
     fn checkin_at(self: &Arc<Self>, conn: Box<Conn>, holder: Option<HolderKey>, now: Instant) {
-        if !conn.is_clean() {
+        // Dirty, or an `after_release` hook to run: through the cleaning task.
+        if !conn.is_clean() || self.ctx.config.after_release.is_some() {
             if let Some(key) = holder {
                 self.lock().holders.remove(key);
             }
@@ -96,6 +97,17 @@ impl Shared {
     /// Closes a connection instead of reusing it.
     pub(super) fn discard(self: &Arc<Self>, conn: Box<Conn>, reason: DiscardReason) {
         self.lose_one(&mut self.lock(), reason);
+        drop(conn);
+    }
+
+    /// Closes a connection handed over to a waiter (recorded as held) whose discard was
+    /// counted already (by a hook's check).
+    pub(super) fn discard_held_counted(self: &Arc<Self>, conn: Box<Conn>, key: HolderKey) {
+        let mut st = self.lock();
+        st.holders.remove(key);
+        st.slots.lost(1);
+        self.after_shrink(&mut st);
+        drop(st);
         drop(conn);
     }
 

@@ -18,6 +18,17 @@ pub(super) async fn clean_and_return(shared: Arc<Shared>, mut conn: Box<Conn>) {
     let limit = cfg.connect_timeout + cfg.cleanup_timeout * 4;
     match tokio::time::timeout(limit, conn.clean()).await {
         Ok(Ok(())) if conn.is_clean() => {
+            if let Some(hook) = cfg.after_release.clone() {
+                let kept = tokio::time::timeout(limit, conn.passes(&hook, "after_release")).await;
+                match kept {
+                    Ok(true) => {}
+                    Ok(false) => return shared.discard_counted(conn),
+                    Err(_) => {
+                        tracing::warn!(target: "pool_core", "the after_release hook did not finish in time; its connection is discarded");
+                        return shared.discard(conn, DiscardReason::FailedHook);
+                    }
+                }
+            }
             let now = Instant::now();
             let st = shared.lock();
             shared.put_back(st, conn, now);

@@ -18,6 +18,7 @@ mod errors;
 mod exhaustion;
 mod fairness;
 mod health;
+mod hooks;
 mod idents;
 mod jitter;
 mod leaks;
