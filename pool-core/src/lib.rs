@@ -16,8 +16,8 @@ mod status;
 mod stmt;
 
 pub use api::{
-    Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, LockMode, Pool,
-    PooledConn, RowStream, Tx, TxOptions, TxSource,
+    Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, Listener,
+    ListenerEvent, LockMode, Pool, PooledConn, RowStream, Tx, TxOptions, TxSource,
 };
 pub use config::{Builder, ConfigSource, NestedCheckout};
 pub use conn::Conn;

@@ -10,6 +10,7 @@
 
 mod acquire;
 mod db;
+mod listener;
 mod locks;
 mod pool;
 mod pooled;
@@ -19,6 +20,7 @@ mod tx;
 
 pub use acquire::Acquire;
 pub use db::Db;
+pub use listener::{Listener, ListenerEvent};
 pub use locks::{AdvisoryLock, LockMode};
 pub use pool::Pool;
 pub use pooled::{ConnSet, PooledConn};

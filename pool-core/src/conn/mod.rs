@@ -276,6 +276,16 @@ impl Conn {
         self.count(parts, &[], Place::Conn).await.map(drop)
     }
 
+    /// Stops listening on a channel (`UNLISTEN`), named as for [`Conn::listen`].
+    ///
+    /// Cancellation: as [`Conn::query`].
+    pub async fn unlisten(&mut self, channel: &str) -> Result<()> {
+        let name = ident::channel_name(channel).map_err(|why| Error::refused("UNLISTEN", why))?;
+        let sql = format!("UNLISTEN {name}");
+        let parts = SqlParts::known(&sql, Kind::Session, Touches::LISTEN);
+        self.count(parts, &[], Place::Conn).await.map(drop)
+    }
+
     /// Waits for the next notification on a channel this connection listens to.
     ///
     /// Cancellation: safe; a notification is never lost by dropping this future.

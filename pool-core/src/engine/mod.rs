@@ -267,6 +267,61 @@ impl Shared {
         Ok(())
     }
 
+    /// Reserves a slot for a connection of its own outside the idle list (the listener),
+    /// counted against `max_size` until [`Shared::release_dedicated`]. An idle
+    /// connection is closed to make room if the pool is full.
+    pub(crate) fn reserve_dedicated(self: &Arc<Self>) -> Result<()> {
+        let trash = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            let mut trash = None;
+            if !st.slots.has_room() {
+                match st.idle.pop_oldest() {
+                    Some(conn) => {
+                        self.retire(&mut st, 1);
+                        trash = Some(conn);
+                    }
+                    None => {
+                        return Err(Error::config(
+                            "max_size",
+                            format!(
+                                "({}) is reached with every connection in use: a listener needs a connection of its own, counted against max_size; raise max_size",
+                                st.slots.max()
+                            ),
+                        ));
+                    }
+                }
+            }
+            st.slots.reserve();
+            trash
+        };
+        drop(trash);
+        Ok(())
+    }
+
+    /// Opens a connection for a reserved dedicated slot.
+    pub(crate) async fn open_dedicated(&self) -> Result<Box<crate::conn::Conn>> {
+        match conn::open(&self.ctx, self.ctx.next_conn_id()).await {
+            Ok(conn) => {
+                AtomicCounters::bump(&self.ctx.counters.created);
+                Ok(conn)
+            }
+            Err(failure) => {
+                AtomicCounters::bump(&self.ctx.counters.connect_failures);
+                Err(failure.error)
+            }
+        }
+    }
+
+    /// Gives back a dedicated slot (its connection is dropped by the caller).
+    pub(crate) fn release_dedicated(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.slots.lost(1);
+        self.after_shrink(&mut st);
+    }
+
     /// Accounts for `n` connections retired (closed by resize or drain; drop them after
     /// the lock is released).
     fn retire(&self, st: &mut State, n: usize) {

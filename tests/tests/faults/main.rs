@@ -23,6 +23,7 @@ mod cancel;
 mod credentials;
 mod kill;
 mod lifecycle;
+mod listener;
 mod load;
 mod network;
 mod pgbouncer;

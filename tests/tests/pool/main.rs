@@ -23,6 +23,7 @@ mod idents;
 mod jitter;
 mod leaks;
 mod lifecycle;
+mod listener;
 mod peers;
 mod reset;
 mod resize;
