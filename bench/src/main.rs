@@ -2,8 +2,11 @@
 //! limit, with a markdown report and plots.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--quick] [--out docs/bench] [--only checkout,select1,…]
+//! cargo run --release -p bench -- [--quick] [--out DIR] [--only checkout,select1,…]
 //! ```
+//!
+//! The report goes to `target/bench/` unless `--out` is given (`--out docs/bench`
+//! replaces the committed full run).
 //!
 //! Runs against `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`;
 //! a private throwaway cluster when nothing answers there), in a fresh database that is
@@ -266,7 +269,7 @@ fn parse_args() -> Args {
         quick: false,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("..")
-            .join("docs")
+            .join("target")
             .join("bench"),
         only: Vec::new(),
         filter: None,
