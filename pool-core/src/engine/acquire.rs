@@ -49,6 +49,8 @@ use crate::status::{AtomicCounters, DiscardReason, Site, TaskKey};
 
 type Slow = Pin<Box<dyn Future<Output = Result<Lease>> + Send>>;
 
+use super::slow::{requeue, slow_path};
+
 /// A checkout in progress (the engine's half of `Acquire`).
 pub(crate) struct Acquiring {
     phase: Phase,
@@ -71,7 +73,7 @@ enum Phase {
 }
 
 /// What the first, synchronous attempt found.
-enum First {
+pub(super) enum First {
     Ready(Lease),
     /// Handed over through the queue (recorded as held) and still to pass the
     /// `before_acquire` hook.
@@ -222,7 +224,7 @@ fn slow(
 }
 
 /// Counts an acquire that had to wait, and for how long.
-fn record_wait(shared: &Shared, started: Instant, until: Instant) {
+pub(super) fn record_wait(shared: &Shared, started: Instant, until: Instant) {
     let counters = &shared.ctx.counters;
     AtomicCounters::bump(&counters.waits);
     let nanos =
@@ -322,7 +324,7 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
 
 /// Joins the queue for one connection, starts the connects it needs, and says what its
 /// deadline needs.
-fn enqueue(
+pub(super) fn enqueue(
     shared: &Arc<Shared>,
     st: &mut State,
     site: Site,
@@ -336,71 +338,9 @@ fn enqueue(
     (rx, sweep)
 }
 
-/// Holds a connection on its way to a borrower; gives it back to the pool if the
-/// acquire is abandoned.
-struct Candidate {
-    shared: Arc<Shared>,
-    conn: Option<Box<Conn>>,
-}
-
-impl Drop for Candidate {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.shared.checkin(conn, None);
-        }
-    }
-}
-
-/// A connection handed over (recorded as held) while the `before_acquire` hook looks at
-/// it; given back to the pool if the acquire is abandoned meanwhile.
-struct Held {
-    shared: Arc<Shared>,
-    lease: Option<Lease>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.shared.checkin(lease.conn, Some(lease.key));
-        }
-    }
-}
-
-/// Whether `conn` passes the `before_acquire` hook (true when there is none). A
-/// rejected or failed connection's discard is counted already.
-async fn before_acquire(shared: &Shared, conn: &mut Conn) -> bool {
-    match shared.ctx.config.before_acquire.clone() {
-        None => true,
-        Some(hook) => conn.passes(&hook, "before_acquire").await,
-    }
-}
-
-/// Waits in the queue; leaves it cleanly if abandoned.
-struct Waiting {
-    shared: Arc<Shared>,
-    rx: oneshot::Receiver<Handoff>,
-    done: bool,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if !self.done {
-            leave_queue(&self.shared, &mut self.rx);
-        }
-    }
-}
-
-impl Waiting {
-    async fn recv(&mut self) -> std::result::Result<Handoff, oneshot::error::RecvError> {
-        let res = (&mut self.rx).await;
-        self.done = true;
-        res
-    }
-}
-
 /// A single waiter gives up: a connection handed over at that moment goes back to the
 /// pool; otherwise the queue is told one waiter fewer.
-fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
+pub(super) fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
     rx.close();
     match rx.try_recv() {
         Ok(Ok(lease)) => shared.checkin(lease.conn, Some(lease.key)),
@@ -415,7 +355,7 @@ fn leave_queue(shared: &Arc<Shared>, rx: &mut oneshot::Receiver<Handoff>) {
 /// already served once; `Closed` if the pool closed meanwhile (the connection goes back).
 /// `Ok(Err(next))`: what to try next.
 #[inline]
-fn received(
+pub(super) fn received(
     shared: &Arc<Shared>,
     res: std::result::Result<Handoff, oneshot::error::RecvError>,
     task: TaskKey,
@@ -449,157 +389,8 @@ fn broken_handoff(
     requeue(shared, task, site, deadline)
 }
 
-async fn slow_path(
-    shared: Arc<Shared>,
-    task: TaskKey,
-    site: Site,
-    first: First,
-    started: Instant,
-    waited: bool,
-) -> Result<Lease> {
-    let deadline = started + shared.acquire_timeout();
-    let waited = waited || matches!(first, First::Wait(..));
-    let res =
-        tokio::time::timeout_at(deadline, acquire_loop(&shared, task, site, first, started)).await;
-    if waited {
-        record_wait(&shared, started, Instant::now());
-    }
-    match res {
-        Ok(res) => res,
-        Err(_) => {
-            AtomicCounters::bump(&shared.ctx.counters.timeouts);
-            Err(acquire_timeout_error(&shared))
-        }
-    }
-}
-
 /// The error of an acquire whose deadline passed, with the pool's state at that moment.
 pub(super) fn acquire_timeout_error(shared: &Shared) -> Error {
     let timeout = shared.acquire_timeout_locked(&shared.lock(), Instant::now());
     Error::Timeout(Box::new(timeout))
-}
-
-async fn acquire_loop(
-    shared: &Arc<Shared>,
-    task: TaskKey,
-    site: Site,
-    mut next: First,
-    started: Instant,
-) -> Result<Lease> {
-    let deadline = started + shared.acquire_timeout();
-    loop {
-        let (conn, validate) = match std::mem::replace(&mut next, First::Empty) {
-            First::Ready(lease) => return Ok(lease),
-            First::Validate(conn) => (conn, true),
-            First::Take(conn) => (conn, false),
-            First::Empty => return Err(Error::Closed),
-            First::Wait(rx, sweep) => {
-                // This path has a timer of its own; the sweeper serves the others.
-                sweep.start(shared);
-                let mut waiting = Waiting {
-                    shared: Arc::clone(shared),
-                    rx,
-                    done: false,
-                };
-                let res = waiting.recv().await;
-                match received(shared, res, task, site, started)? {
-                    Ok(lease) if shared.ctx.config.before_acquire.is_some() => {
-                        next = First::Handed(lease);
-                    }
-                    Ok(lease) => return Ok(lease),
-                    Err(again) => next = again,
-                }
-                continue;
-            }
-            First::Handed(lease) => {
-                let mut held = Held {
-                    shared: Arc::clone(shared),
-                    lease: Some(lease),
-                };
-                if let Some(lease) = held.lease.as_mut()
-                    && before_acquire(shared, &mut lease.conn).await
-                {
-                    return held.lease.take().ok_or(Error::Closed);
-                }
-                if let Some(lease) = held.lease.take() {
-                    shared.discard_held_counted(lease.conn, lease.key);
-                }
-                next = requeue(shared, task, site, deadline)?;
-                continue;
-            }
-        };
-        let mut candidate = Candidate {
-            shared: Arc::clone(shared),
-            conn: Some(conn),
-        };
-        let usable = match candidate.conn.as_mut() {
-            None => false,
-            Some(conn) if conn.is_broken() => false,
-            Some(conn) if validate => {
-                let limit = shared.ctx.config.connect_timeout;
-                conn.ping(limit).await
-            }
-            Some(_) => true,
-        };
-        if !usable {
-            if let Some(conn) = candidate.conn.take() {
-                let reason = if validate {
-                    DiscardReason::FailedValidation
-                } else {
-                    DiscardReason::Broken
-                };
-                shared.discard(conn, reason);
-            }
-            next = requeue(shared, task, site, deadline)?;
-            continue;
-        }
-        if let Some(conn) = candidate.conn.as_mut()
-            && !before_acquire(shared, conn).await
-        {
-            if let Some(conn) = candidate.conn.take() {
-                shared.discard_counted(conn);
-            }
-            next = requeue(shared, task, site, deadline)?;
-            continue;
-        }
-        let now = Instant::now();
-        let mut st = shared.lock();
-        if st.closed {
-            drop(st);
-            return Err(Error::Closed);
-        }
-        let Some(conn) = candidate.conn.take() else {
-            continue;
-        };
-        let key = st.holders.record(HolderEntry::new(site, task, now, &conn));
-        AtomicCounters::bump(&shared.ctx.counters.acquires);
-        return Ok(Lease {
-            conn,
-            key,
-            since: now,
-        });
-    }
-}
-
-/// After a connection turned out unusable: take another idle one, or wait.
-fn requeue(shared: &Arc<Shared>, task: TaskKey, site: Site, deadline: Instant) -> Result<First> {
-    let now = Instant::now();
-    let mut trash = Vec::new();
-    let next = {
-        let mut st = shared.lock();
-        if st.closed {
-            return Err(Error::Closed);
-        }
-        match st.pop_idle(now, &shared.ctx.counters, &mut trash) {
-            Some((conn, since)) if shared.needs_validation(since, now) => First::Validate(conn),
-            Some((conn, _)) => First::Take(conn),
-            // Back to the head of the queue: this task was already served once.
-            None => {
-                let (rx, sweep) = enqueue(shared, &mut st, site, task, deadline, true);
-                First::Wait(rx, sweep)
-            }
-        }
-    };
-    drop(trash);
-    Ok(next)
 }

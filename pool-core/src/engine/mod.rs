@@ -4,7 +4,7 @@
 //! methods on it: the waiter queue (`queue.rs`), the holders record (`holders.rs`), the
 //! idle list (`idle.rs`), the connection count (`slots.rs`), the connect gate and its
 //! tasks (`connect.rs`) and the deadline sweeper (`sweeper.rs`). The workers — checkout
-//! (`acquire.rs`, `acquire_many.rs`), check-in (`checkin.rs`) and the maintenance pass
+//! (`acquire.rs`, its slow path `slow.rs`, `acquire_many.rs`), check-in (`checkin.rs`) and the maintenance pass
 //! (`maintain.rs`) — call those methods; no module outside the engine sees the state.
 //! The engine hands out and takes back boxed [`Conn`]s: it runs no SQL itself except
 //! through the connection layer, and knows nothing of the user-facing handles (`Db`,
@@ -19,6 +19,7 @@ mod idle;
 mod maintain;
 mod queue;
 mod slots;
+mod slow;
 mod sweeper;
 
 use std::sync::atomic::{AtomicBool, Ordering};
