@@ -119,9 +119,9 @@ impl Builder {
     /// the first acquire (or by the background task, for `min_idle`).
     pub fn build(self) -> Result<Pool> {
         let (pool, conn) = self.validate()?;
-        Ok(Pool {
-            shared: Shared::new(pool, conn),
-        })
+        let shared = Shared::new(pool, conn);
+        shared.ensure_maintenance();
+        Ok(Pool { shared })
     }
 
     /// Builds the pool and proves it can connect by opening one connection, which stays
@@ -129,8 +129,13 @@ impl Builder {
     ///
     /// If the future is dropped, the pool is dropped with it.
     pub async fn connect(self) -> Result<Pool> {
-        let pool = self.build()?;
+        let (pool, conn) = self.validate()?;
+        let pool = Pool {
+            shared: Shared::new(pool, conn),
+        };
+        // The proof first, then `min_idle` (which could otherwise take every slot).
         pool.shared.warm_up().await?;
+        pool.shared.ensure_maintenance();
         Ok(pool)
     }
 }

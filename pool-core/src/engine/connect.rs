@@ -107,14 +107,6 @@ impl Shared {
         }
     }
 
-    /// How many connections should be on their way: what the waiters still need, and
-    /// what `min_idle` lacks. A connect task keeps trying (with backoff) while the
-    /// tasks opening connections are not more than that, so `min_idle` is refilled
-    /// after an outage with no request to prompt it.
-    fn wanted(&self, st: &State) -> usize {
-        st.queue.need() + self.config.min_idle.saturating_sub(st.idle.len())
-    }
-
     /// Reserves a slot and starts a task that fills it. `false` without a runtime.
     pub(super) fn spawn_one_connect(self: &Arc<Self>, st: &mut State) -> bool {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -129,11 +121,15 @@ impl Shared {
 /// Opens one connection for the pool, retrying with backoff while waiters still need it.
 /// The caller reserved a slot.
 async fn connect_task(shared: Arc<Shared>) {
+    // A task makes its first attempt even while the server is failing (it waits its
+    // turn behind the probe), so the maintenance pass's connects for `min_idle` probe
+    // the server after an outage instead of giving up untried.
+    let mut tried = false;
     loop {
         let step = {
             let now = Instant::now();
             let mut st = shared.lock();
-            let needed = shared.wanted(&st) >= st.slots.connecting();
+            let needed = !tried || st.queue.need() >= st.slots.connecting();
             let step = if st.closed {
                 Step::Stop
             } else {
@@ -153,6 +149,7 @@ async fn connect_task(shared: Arc<Shared>) {
             }
             continue;
         }
+        tried = true;
         let id = shared.ctx.next_conn_id();
         let span = tracing::debug_span!(target: "pool_core", "connect", conn = id);
         let outcome = conn::open(&shared.ctx, id).instrument(span).await;
@@ -190,8 +187,11 @@ async fn connect_task(shared: Arc<Shared>) {
                     }
                 }
                 st.gate.failed(now, error);
+                // Only waiters keep a failing task going: `min_idle` is retried by the
+                // maintenance pass (which ends with the pool), not by a task that would
+                // keep a dropped pool alive through an outage.
                 let still_needed =
-                    !st.closed && !permanent && shared.wanted(&st) >= st.slots.connecting();
+                    !st.closed && !permanent && st.queue.need() >= st.slots.connecting();
                 if !still_needed {
                     give_up(&shared, &mut st);
                     return;

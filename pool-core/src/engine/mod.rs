@@ -90,7 +90,7 @@ impl Shared {
             retire_below: 0,
             closed: false,
         };
-        let shared = Arc::new(Shared {
+        Arc::new(Shared {
             ctx: Arc::new(Ctx::new(conn)),
             config,
             state: Mutex::new(state),
@@ -99,9 +99,7 @@ impl Shared {
             connect_gate: Notify::new(),
             sweep: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
-        });
-        shared.ensure_maintenance();
-        shared
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -112,7 +110,9 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn ensure_maintenance(self: &Arc<Self>) {
+    /// Starts the maintenance task and fills `min_idle`, once, if a runtime is at hand
+    /// (else at the first acquire).
+    pub(crate) fn ensure_maintenance(self: &Arc<Self>) {
         if self.maintenance_started.load(Ordering::Relaxed) {
             return;
         }
