@@ -21,8 +21,19 @@ async fn increment(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serialization_failures_are_retried_and_counts_are_exact() {
+/// Runs `tasks` concurrent tasks that each call `increment` `each` times on a fresh
+/// counter table, under real serializable conflicts. Returns the database (kept while
+/// the pool is used), the pool, the counter's final value (read on a separate
+/// connection) and how many times the bodies ran.
+async fn contended<F, E>(
+    tasks: i64,
+    each: i64,
+    increment: F,
+) -> (tests::harness::TestDb, pool_core::Pool, i64, i64)
+where
+    F: Fn(pool_core::Pool, Arc<AtomicU32>, i64) -> tokio::task::JoinHandle<Result<(), E>>,
+    E: std::fmt::Debug,
+{
     let (tdb, builder) = setup().await;
     tdb.batch_execute(
         "CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)",
@@ -30,23 +41,11 @@ async fn serialization_failures_are_retried_and_counts_are_exact() {
     .await;
     let pool = builder.max_size(8).build().unwrap();
     let attempts = Arc::new(AtomicU32::new(0));
-    const TASKS: i64 = 8;
-    const EACH: i64 = 25;
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let pool = pool.clone();
-            let attempts = Arc::clone(&attempts);
-            tokio::spawn(async move {
-                let mut db = pool.db();
-                for _ in 0..EACH {
-                    increment(&mut db, &attempts).await?;
-                }
-                Ok::<_, Error>(())
-            })
-        })
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| increment(pool.clone(), Arc::clone(&attempts), each))
         .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
+    for h in handles {
+        h.await.unwrap().unwrap();
     }
     let n: i64 = tdb
         .connect()
@@ -55,8 +54,24 @@ async fn serialization_failures_are_retried_and_counts_are_exact() {
         .await
         .unwrap()
         .get(0);
+    (tdb, pool, n, i64::from(attempts.load(Ordering::Relaxed)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failures_are_retried_and_counts_are_exact() {
+    const TASKS: i64 = 8;
+    const EACH: i64 = 25;
+    let (_tdb, _pool, n, attempts) = contended(TASKS, EACH, |pool, attempts, each| {
+        tokio::spawn(async move {
+            let mut db = pool.db();
+            for _ in 0..each {
+                increment(&mut db, &attempts).await?;
+            }
+            Ok::<_, Error>(())
+        })
+    })
+    .await;
     assert_eq!(n, TASKS * EACH, "lost or duplicated increments");
-    let attempts = attempts.load(Ordering::Relaxed) as i64;
     assert!(
         attempts > TASKS * EACH,
         "no conflict happened, so nothing was retried ({attempts} attempts)"
@@ -193,38 +208,18 @@ async fn opaque_conflict(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Opaque
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_works_whatever_the_error_type() {
-    let (tdb, builder) = setup().await;
-    tdb.batch_execute(
-        "CREATE TABLE counter (id int PRIMARY KEY, n bigint); INSERT INTO counter VALUES (1, 0)",
-    )
-    .await;
-    let pool = builder.max_size(8).build().unwrap();
-    let attempts = Arc::new(AtomicU32::new(0));
     const TASKS: i64 = 8;
     const EACH: i64 = 10;
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let pool = pool.clone();
-            let attempts = Arc::clone(&attempts);
-            tokio::spawn(async move {
-                let mut db = pool.db();
-                for _ in 0..EACH {
-                    increment_app(&mut db, &attempts).await?;
-                }
-                Ok::<_, AppError>(())
-            })
+    let (_tdb, pool, n, _) = contended(TASKS, EACH, |pool, attempts, each| {
+        tokio::spawn(async move {
+            let mut db = pool.db();
+            for _ in 0..each {
+                increment_app(&mut db, &attempts).await?;
+            }
+            Ok::<_, AppError>(())
         })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let n: i64 = tdb
-        .connect()
-        .await
-        .query_one("SELECT n FROM counter", &[])
-        .await
-        .unwrap()
-        .get(0);
+    })
+    .await;
     assert_eq!(
         n,
         TASKS * EACH,
