@@ -37,8 +37,8 @@ pub enum Error {
     /// The server refused a new connection for a reason that retrying will not fix
     /// (bad password, unknown database or role, TLS refused).
     #[error(
-        "could not connect to the database{}; check the URL, credentials and that the database exists",
-        code_suffix(.source)
+        "could not connect to the database{}",
+        connect_detail(.source)
     )]
     #[non_exhaustive]
     Connect {
@@ -163,10 +163,21 @@ pub enum Error {
     },
 }
 
-fn code_suffix(e: &tokio_postgres::Error) -> String {
+/// Why a connect failed, and what to check.
+fn connect_detail(e: &tokio_postgres::Error) -> String {
+    const CHECK: &str = "check the URL, credentials and that the database exists";
+    #[cfg(feature = "rustls")]
+    if let Some(refusal) = crate::conn::certificate_refusal(e) {
+        return format!(": TLS refused the server's certificate: {refusal}");
+    }
     match e.as_db_error() {
-        Some(db) => format!(" (SQLSTATE {}: {})", db.code().code(), db.message()),
-        None => String::new(),
+        Some(db) => format!(
+            " (SQLSTATE {}: {}); {CHECK}",
+            db.code().code(),
+            db.message()
+        ),
+        // The driver's error is the source, not repeated here.
+        None => format!("; {CHECK}"),
     }
 }
 

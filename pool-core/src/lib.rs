@@ -19,7 +19,7 @@ pub use api::{
     Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, Listener,
     ListenerEvent, LockMode, Pool, PooledConn, RowStream, Tx, TxOptions, TxSource,
 };
-pub use config::{Builder, ConfigSource, NestedCheckout};
+pub use config::{Builder, ConfigSource, NestedCheckout, SslMode};
 pub use conn::Conn;
 pub use error::{Error, Result, Timeout, TimeoutKind};
 pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};

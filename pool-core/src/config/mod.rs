@@ -6,6 +6,7 @@
 //! TLS connector and the `after_connect` hook). It may not touch a running pool: the
 //! methods that build one (`build`, `connect`) are written with `Pool`, in `api/`.
 
+mod ssl;
 mod validate;
 
 use std::fmt;
@@ -19,6 +20,8 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 use crate::conn::{Conn, ConnConfig, Connector};
 use crate::error::Result;
+pub use ssl::SslMode;
+use ssl::{SslOptions, TlsChoice, take_ssl_options};
 
 /// What to do when a task that already holds a connection asks the same pool for another.
 ///
@@ -38,11 +41,27 @@ pub enum NestedCheckout {
 
 /// Where a pool gets its connection settings: a URL or key-value string, or a
 /// `tokio_postgres::Config`.
-pub struct ConfigSource(std::result::Result<tokio_postgres::Config, String>);
+///
+/// A string may carry the libpq TLS options the driver does not read (`sslmode=verify-ca`,
+/// `sslmode=verify-full`, `sslrootcert=…`): the pool takes them out and honours them
+/// (see [`SslMode`]).
+pub struct ConfigSource {
+    pg: std::result::Result<tokio_postgres::Config, String>,
+    ssl: SslOptions,
+}
 
 impl From<&str> for ConfigSource {
     fn from(s: &str) -> Self {
-        ConfigSource(tokio_postgres::Config::from_str(s).map_err(|e| e.to_string()))
+        match take_ssl_options(s) {
+            Ok((rest, ssl)) => ConfigSource {
+                pg: tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string()),
+                ssl,
+            },
+            Err(e) => ConfigSource {
+                pg: Err(e),
+                ssl: SslOptions::default(),
+            },
+        }
     }
 }
 impl From<String> for ConfigSource {
@@ -57,12 +76,15 @@ impl From<&String> for ConfigSource {
 }
 impl From<tokio_postgres::Config> for ConfigSource {
     fn from(c: tokio_postgres::Config) -> Self {
-        ConfigSource(Ok(c))
+        ConfigSource {
+            pg: Ok(c),
+            ssl: SslOptions::default(),
+        }
     }
 }
 impl From<&tokio_postgres::Config> for ConfigSource {
     fn from(c: &tokio_postgres::Config) -> Self {
-        ConfigSource(Ok(c.clone()))
+        ConfigSource::from(c.clone())
     }
 }
 
@@ -127,6 +149,9 @@ impl Default for PoolConfig {
 pub struct Builder {
     source: ConfigSource,
     application_name: Option<String>,
+    /// TLS options set on the builder, over the URL's.
+    ssl: SslOptions,
+    tls: TlsChoice,
     /// The pool's own settings, each kept once: the builder's methods set them, `build`
     /// validates them.
     pool: PoolConfig,
@@ -148,6 +173,8 @@ impl Builder {
         Builder {
             source,
             application_name: None,
+            ssl: SslOptions::default(),
+            tls: TlsChoice::None,
             pool: PoolConfig::default(),
             conn: ConnConfig::default(),
         }
@@ -238,8 +265,10 @@ impl Builder {
         self
     }
 
-    /// Use a TLS connector (for example `postgres-native-tls` or `tokio-postgres-rustls`)
-    /// instead of `NoTls`. It is also used for cancel requests.
+    /// Use a TLS connector of your own (for example `postgres-native-tls`) instead of
+    /// `NoTls`; it is also used for cancel requests. It decides what to verify: with it,
+    /// `sslmode=verify-ca` and `verify-full` mean `require`. For rustls configured from the
+    /// URL, use `rustls()` (feature `rustls`).
     pub fn tls<T>(mut self, tls: T) -> Self
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -248,6 +277,7 @@ impl Builder {
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
         self.conn.connector = Connector::new(tls);
+        self.tls = TlsChoice::Custom;
         self
     }
 

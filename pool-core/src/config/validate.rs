@@ -11,7 +11,7 @@ impl Builder {
     /// The settings, checked, with the connection settings completed (the parsed URL,
     /// `application_name`, the driver's connect timeout, `cleanup_timeout`).
     pub(crate) fn validate(self) -> Result<(PoolConfig, ConnConfig)> {
-        let mut pg = self.source.0.map_err(|e| {
+        let mut pg = self.source.pg.map_err(|e| {
             Error::config(
                 "url",
                 format!("could not be parsed ({e}); write it as postgres://user:password@host:port/dbname or key=value pairs"),
@@ -77,6 +77,7 @@ impl Builder {
             .unwrap_or(Duration::from_secs(5))
             .min(Duration::from_secs(5));
         let mut conn = self.conn;
+        Builder::settle_tls(self.ssl, self.source.ssl, self.tls, &mut pg, &mut conn)?;
         conn.pg = pg;
         conn.cleanup_timeout = cleanup_timeout;
         if conn.pgbouncer_transaction_mode {

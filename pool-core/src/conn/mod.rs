@@ -19,6 +19,8 @@ mod ident;
 mod open;
 mod reset;
 mod settings;
+#[cfg(feature = "rustls")]
+mod tls;
 mod txn;
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub(crate) use exec::{Place, one_row, opt_row, placement};
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub(crate) use settings::{ConnConfig, Ctx};
+#[cfg(feature = "rustls")]
+pub(crate) use tls::{certificate_refusal, rustls_connector};
 pub(crate) use txn::Control;
 use txn::TxState;
 

@@ -164,6 +164,10 @@ fn is_permanent(e: &tokio_postgres::Error) -> bool {
         // 28xxx invalid authorization, 3D000 unknown database, 42704 unknown role.
         return code.starts_with("28") || code == "3D000" || code == "42704";
     }
+    #[cfg(feature = "rustls")]
+    if super::tls::certificate_refusal(e).is_some() {
+        return true;
+    }
     let text = e.to_string();
     text.starts_with("authentication error") || text.starts_with("invalid configuration")
 }

@@ -255,6 +255,24 @@ impl PrivateCluster {
         Ok(())
     }
 
+    /// Writes `contents` to `name` in the data directory, owned by the server's OS user
+    /// with permission bits `mode` (a TLS key must be `0o600`), and returns its path.
+    pub fn write_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<PathBuf, HarnessError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data_dir.join(name);
+        std::fs::write(&path, contents)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| HarnessError::io(format!("chmod {}", path.display()), e))?;
+        binaries::chown_to_server_user(&path)?;
+        Ok(path)
+    }
+
     /// Everything the server has logged so far.
     pub fn log_contents(&self) -> String {
         std::fs::read(&self.log_path)

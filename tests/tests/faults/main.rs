@@ -30,3 +30,4 @@ mod pgbouncer;
 mod restart;
 mod server;
 mod soak;
+mod tls;
