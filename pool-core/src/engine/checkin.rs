@@ -24,6 +24,7 @@ impl Shared {
             .counters
             .use_nanos
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        self.hold.returned(nanos);
         self.checkin_at(conn, Some(key), now);
     }
 
@@ -133,7 +134,7 @@ impl Shared {
         if st.closed {
             self.shrunk.notify_waiters();
         } else {
-            self.spawn_connects(st);
+            self.spawn_connects_now(st);
         }
     }
 }

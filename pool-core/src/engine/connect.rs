@@ -96,11 +96,53 @@ impl Gate {
 }
 
 impl Shared {
-    /// Starts connect tasks for waiters not yet covered by a connection being opened,
-    /// within `max_size`.
-    #[inline]
+    /// Starts the connects worth starting for waiters not yet covered by a connection
+    /// being opened, within `max_size`: those that would arrive in time to be of use
+    /// (`demand.rs`). If that leaves waiters without one, looks again later.
     pub(super) fn spawn_connects(self: &Arc<Self>, st: &mut State) {
-        while !st.closed && st.slots.connecting() < st.queue.need() && st.slots.has_room() {
+        let need = st.queue.need();
+        if st.closed || st.slots.connecting() >= need || !st.slots.has_room() {
+            return;
+        }
+        let now = Instant::now();
+        // `acquire_many` waiters get all they need at once: what they have gathered is
+        // held until they have the rest, so nothing would come back to serve them.
+        let (single, many, gathered) = st.queue.need_split();
+        let in_use =
+            (st.slots.size() - st.slots.connecting()).saturating_sub(st.idle.len() + gathered);
+        let oldest = st
+            .queue
+            .oldest_deadline()
+            .and_then(|deadline| deadline.checked_sub(self.acquire_timeout()));
+        let wanted = many + st.demand.wanted(single, in_use, &self.hold, oldest, now);
+        self.spawn_connects_up_to(st, wanted);
+        if st.slots.connecting() < need && st.slots.has_room() && !st.demand.recheck_pending {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            st.demand.recheck_pending = true;
+            let at = now + st.demand.recheck_after();
+            let pool = Arc::downgrade(self);
+            rt.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                if let Some(shared) = pool.upgrade() {
+                    let mut st = shared.lock();
+                    st.demand.recheck_pending = false;
+                    shared.spawn_connects(&mut st);
+                }
+            });
+        }
+    }
+
+    /// Starts a connect for every waiter not yet covered, within `max_size` (after a
+    /// loss, a resize or a drain: capacity the pool had or was just given).
+    pub(super) fn spawn_connects_now(self: &Arc<Self>, st: &mut State) {
+        let need = st.queue.need();
+        self.spawn_connects_up_to(st, need);
+    }
+
+    fn spawn_connects_up_to(self: &Arc<Self>, st: &mut State, wanted: usize) {
+        while !st.closed && st.slots.connecting() < wanted && st.slots.has_room() {
             if !self.spawn_one_connect(st) {
                 break;
             }
@@ -152,11 +194,13 @@ async fn connect_task(shared: Arc<Shared>) {
         tried = true;
         let id = shared.ctx.next_conn_id();
         let span = tracing::debug_span!(target: "pool_core", "connect", conn = id);
+        let started = Instant::now();
         let outcome = conn::open(&shared.ctx, id).instrument(span).await;
         let now = Instant::now();
         let mut st = shared.lock();
         match outcome {
             Ok(conn) => {
+                st.demand.connected(now - started);
                 AtomicCounters::bump(&shared.ctx.counters.created);
                 tracing::debug!(target: "pool_core", conn = id, backend_pid = conn.backend_pid(), "connection opened");
                 st.slots.connected();

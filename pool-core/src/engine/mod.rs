@@ -14,6 +14,7 @@ mod acquire;
 mod acquire_many;
 mod checkin;
 mod connect;
+mod demand;
 mod holders;
 mod idle;
 mod maintain;
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     connect_gate: Notify,
     /// Wakes the deadline sweeper (see `sweeper::arm_sweeper`).
     sweep: Arc<Notify>,
+    /// Mean hold time, for growth that follows demand (updated without the lock).
+    hold: demand::HoldTime,
     /// Mirrors `State::closed`, for a waiter that received a connection to check without
     /// taking the lock.
     closed: AtomicBool,
@@ -70,6 +73,8 @@ struct State {
     holders: holders::Holders,
     slots: slots::Slots,
     gate: connect::Gate,
+    /// Connect time, for growth that follows demand.
+    demand: demand::Demand,
     sweeper: sweeper::SweeperState,
     /// Connections with a smaller id are retired (`drain`): closed instead of reused.
     retire_below: u64,
@@ -86,6 +91,7 @@ impl Shared {
             holders: holders::Holders::new(config.bookkeeping),
             slots: slots::Slots::new(config.max_size),
             gate: connect::Gate::default(),
+            demand: demand::Demand::default(),
             sweeper: sweeper::SweeperState::default(),
             retire_below: 0,
             closed: false,
@@ -98,6 +104,7 @@ impl Shared {
             shrunk: Notify::new(),
             connect_gate: Notify::new(),
             sweep: Arc::new(Notify::new()),
+            hold: demand::HoldTime::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -237,7 +244,7 @@ impl Shared {
                 self.retire(&mut st, 1);
                 trash.push(conn);
             }
-            self.spawn_connects(&mut st);
+            self.spawn_connects_now(&mut st);
             trash
         };
         drop(trash);
@@ -260,7 +267,7 @@ impl Shared {
                     break;
                 }
             }
-            self.spawn_connects(&mut st);
+            self.spawn_connects_now(&mut st);
             self.fill_min_idle(&mut st, Instant::now());
             trash
         };
@@ -357,11 +364,13 @@ impl Shared {
             }
         }
         let mut slot = Slot(self, false);
+        let started = Instant::now();
         match conn::open(&self.ctx, self.ctx.next_conn_id()).await {
             Ok(conn) => {
                 slot.1 = true;
                 AtomicCounters::bump(&self.ctx.counters.created);
-                let st = self.lock();
+                let mut st = self.lock();
+                st.demand.connected(started.elapsed());
                 self.put_back(st, conn, Instant::now());
                 Ok(())
             }

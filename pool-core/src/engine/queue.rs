@@ -60,6 +60,10 @@ pub(super) struct Queue {
     waiting: usize,
     /// Connections those waiters still need.
     need: usize,
+    /// Of those, needed by `acquire_many` waiters.
+    many_need: usize,
+    /// Connections `acquire_many` waiters have gathered (held until they have all).
+    many_got: usize,
     next_id: u64,
 }
 
@@ -68,6 +72,21 @@ impl Queue {
     #[inline]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
+    }
+
+    /// Connections single waiters still need, and `acquire_many` waiters (with how many
+    /// those have gathered).
+    pub(super) fn need_split(&self) -> (usize, usize, usize) {
+        (self.need - self.many_need, self.many_need, self.many_got)
+    }
+
+    /// The deadline of the oldest single waiter (all share one `acquire_timeout`, so it
+    /// says when it joined).
+    pub(super) fn oldest_deadline(&self) -> Option<Instant> {
+        self.waiters.iter().find_map(|w| match w {
+            Waiter::One(one) if !one.tx.is_closed() => Some(one.deadline),
+            _ => None,
+        })
     }
 
     /// Connections the waiting tasks still need.
@@ -114,6 +133,7 @@ impl Queue {
             tx,
         };
         self.push(waiter, need, front);
+        self.many_need += need;
         (id, rx)
     }
 
@@ -155,7 +175,7 @@ impl Queue {
         match self.waiters.remove(pos) {
             Some(Waiter::Many { need, got, .. }) => {
                 self.waiting -= 1;
-                self.need -= need - got.len();
+                self.left_many(need, got.len());
                 Some(got)
             }
             _ => None,
@@ -177,13 +197,20 @@ impl Queue {
                 Waiter::Many { need, got, tx, .. } => {
                     // `leave_many` will not find the entry: account here either way.
                     self.waiting -= 1;
-                    self.need -= need - got.len();
+                    self.left_many(need, got.len());
                     gathered.extend(got);
                     let _ = tx.send(Err(error()));
                 }
             }
         }
         gathered
+    }
+
+    /// An `acquire_many` waiter that needed `need` and had `got` left the queue.
+    fn left_many(&mut self, need: usize, got: usize) {
+        self.need -= need - got;
+        self.many_need -= need - got;
+        self.many_got -= got;
     }
 
     /// Removes the single waiters whose deadline passed, to be failed with `timeout`
@@ -278,17 +305,20 @@ impl State {
                         // it is popped, so account for it here.
                         if let Some(Waiter::Many { need, got, .. }) = queue.waiters.pop_front() {
                             queue.waiting -= 1;
-                            queue.need -= need - got.len();
+                            queue.left_many(need, got.len());
                             more.extend(got);
                         }
                     }
                     Some(Waiter::Many { need, got, .. }) => {
                         got.push(conn);
                         queue.need -= 1;
+                        queue.many_need -= 1;
+                        queue.many_got += 1;
                         if got.len() == *need
                             && let Some(Waiter::Many { got, tx, .. }) = queue.waiters.pop_front()
                         {
                             queue.waiting -= 1;
+                            queue.many_got -= got.len();
                             if let Err(Ok(got)) = tx.send(Ok(got)) {
                                 // The waiter left between the check and the send.
                                 more.extend(got);

@@ -17,6 +17,7 @@ mod cancel;
 mod errors;
 mod exhaustion;
 mod fairness;
+mod growth;
 mod health;
 mod hooks;
 mod idents;
