@@ -2,7 +2,7 @@
 //! limit, with a markdown report and plots.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--quick] [--out DIR] [--only checkout,select1,…]
+//! cargo run --release -p bench -- [--quick] [--out DIR] [--only checkout,select1,growth,…]
 //! ```
 //!
 //! The report goes to `target/bench/` unless `--out` is given (`--out docs/bench`
@@ -20,6 +20,7 @@
 // A benchmark binary: a failed setup step ends the run with its message.
 #![allow(clippy::unwrap_used)]
 
+mod growth;
 mod impls;
 mod macros;
 mod plot;
@@ -249,7 +250,7 @@ fn usage() -> ! {
         .chain(macros::Variant::ALL.map(macros::Variant::key))
         .collect();
     eprintln!(
-        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros] [--filter TEXT]\n       \
+        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth] [--filter TEXT]\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
         keys.join(", ")
@@ -410,12 +411,20 @@ fn main() {
     } else {
         macros::MacroSection::skipped("not selected with --only")
     };
+    let wanted_growth =
+        (args.only.is_empty() && args.filter.is_none()) || args.only.iter().any(|o| o == "growth");
+    let growth_section = if wanted_growth {
+        growth::run(&plan, &config)
+    } else {
+        String::new()
+    };
     let load_after = report::loadavg();
     let elapsed = started.elapsed();
     let machine =
         report::Machine::probe(&server_version, &load_before, &load_after, &plan, elapsed);
     let summary = report::Summary::compute(&results);
-    let markdown = report::markdown(&results, &macro_section, &summary, &machine, &plan);
+    let mut markdown = report::markdown(&results, &macro_section, &summary, &machine, &plan);
+    markdown.push_str(&growth_section);
     std::fs::create_dir_all(&args.out).unwrap();
     std::fs::write(args.out.join("results.md"), &markdown).unwrap();
     std::fs::write(
