@@ -350,8 +350,9 @@ impl Timeout {
     pub fn holders(&self) -> &[Holder] {
         &self.holders
     }
-    /// Why the most recent attempt to open a connection failed, if it did (also the
-    /// `source()` of the error): an unreachable server, a refused password…
+    /// Why the most recent failed attempt to open a connection failed, if the server is
+    /// still failing or one failed during the wait (also the `source()` of the error): an
+    /// unreachable server, a refused password…
     pub fn last_connect_error(&self) -> Option<&Error> {
         self.last_connect_error.as_deref()
     }
@@ -371,7 +372,7 @@ impl fmt::Display for Timeout {
                     )?;
                 }
                 if self.last_connect_error.is_some() {
-                    f.write_str("; the last attempt to open a connection failed (see the source of this error)")?;
+                    f.write_str("; an attempt to open a connection failed during the wait (see the source of this error)")?;
                 }
                 let cleaning = self.status.as_ref().map_or(0, |s| s.in_use);
                 if self.holders.is_empty() && cleaning > 0 {

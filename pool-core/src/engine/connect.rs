@@ -28,7 +28,11 @@ const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// What the pool knows about the server's willingness to accept connections.
 #[derive(Default)]
 pub(super) struct Gate {
+    /// The last failed attempt; kept after a success, so a waiter that timed out still
+    /// learns that the server was failing during its wait.
     last_error: Option<Arc<Error>>,
+    /// When an attempt last succeeded after failures.
+    recovered_at: Option<Instant>,
     failures_in_row: u32,
     /// No attempt before this (backoff).
     next_at: Option<Instant>,
@@ -47,9 +51,11 @@ enum Step {
 }
 
 impl Gate {
-    /// The error of the last failed attempt, while the server keeps failing.
-    pub(super) fn last_error(&self) -> Option<Arc<Error>> {
-        self.last_error.clone()
+    /// The error of the last failed attempt, if the server has been failing at any
+    /// moment since `since` (the start of a wait that timed out).
+    pub(super) fn last_error(&self, since: Instant) -> Option<Arc<Error>> {
+        let failing = self.failures_in_row > 0 || self.recovered_at.is_some_and(|at| at >= since);
+        failing.then(|| self.last_error.clone()).flatten()
     }
 
     /// Whether attempts are paused by the backoff.
@@ -82,7 +88,9 @@ impl Gate {
         let recovered = self.failures_in_row > 0;
         self.failures_in_row = 0;
         self.next_at = None;
-        self.last_error = None;
+        if recovered {
+            self.recovered_at = Some(Instant::now());
+        }
         recovered
     }
 
@@ -257,4 +265,27 @@ fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let d = exp.min(BACKOFF_CAP);
     d - d / 4 + jitter(d / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_during_a_wait_is_reported_after_a_later_success() {
+        let mut gate = Gate::default();
+        let t0 = Instant::now();
+        assert!(gate.last_error(t0).is_none());
+        gate.failed(t0, Error::Closed);
+        // Still failing: reported whenever the wait started.
+        assert!(gate.last_error(t0 + Duration::from_secs(60)).is_some());
+        let before = Instant::now();
+        assert!(gate.succeeded());
+        let after = Instant::now();
+        // Recovered: reported to a wait that saw the server failing, not to one that
+        // began after.
+        assert!(gate.last_error(t0).is_some());
+        assert!(gate.last_error(before).is_some());
+        assert!(gate.last_error(after + Duration::from_millis(1)).is_none());
+    }
 }

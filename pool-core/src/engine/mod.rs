@@ -163,7 +163,9 @@ impl Shared {
             after: self.acquire_timeout(),
             status: Some(self.status_locked(st)),
             holders: st.holders.snapshot(now),
-            last_connect_error: st.gate.last_error(),
+            last_connect_error: st
+                .gate
+                .last_error(now.checked_sub(self.acquire_timeout()).unwrap_or(now)),
             statement: None,
             unsent: false,
         }

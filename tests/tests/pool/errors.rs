@@ -116,7 +116,7 @@ async fn real_errors_follow_the_message_rules() {
     assert!(
         errors[8]
             .to_string()
-            .contains("the last attempt to open a connection failed")
+            .contains("an attempt to open a connection failed during the wait")
     );
     assert!(errors[3].is_timeout() && errors[6].is_closed());
 }
