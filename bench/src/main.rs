@@ -20,6 +20,7 @@
 // A benchmark binary: a failed setup step ends the run with its message.
 #![allow(clippy::unwrap_used)]
 
+mod bulk;
 mod growth;
 mod impls;
 mod macros;
@@ -250,7 +251,7 @@ fn usage() -> ! {
         .chain(macros::Variant::ALL.map(macros::Variant::key))
         .collect();
     eprintln!(
-        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth] [--filter TEXT]\n       \
+        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth,bulk] [--filter TEXT]\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
         keys.join(", ")
@@ -418,6 +419,13 @@ fn main() {
     } else {
         String::new()
     };
+    let wanted_bulk =
+        (args.only.is_empty() && args.filter.is_none()) || args.only.iter().any(|o| o == "bulk");
+    let bulk_section = if wanted_bulk {
+        bulk::run(&plan, &config)
+    } else {
+        String::new()
+    };
     let load_after = report::loadavg();
     let elapsed = started.elapsed();
     let machine =
@@ -425,6 +433,7 @@ fn main() {
     let summary = report::Summary::compute(&results);
     let mut markdown = report::markdown(&results, &macro_section, &summary, &machine, &plan);
     markdown.push_str(&growth_section);
+    markdown.push_str(&bulk_section);
     std::fs::create_dir_all(&args.out).unwrap();
     std::fs::write(args.out.join("results.md"), &markdown).unwrap();
     std::fs::write(

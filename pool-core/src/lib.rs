@@ -16,16 +16,18 @@ mod status;
 mod stmt;
 
 pub use api::{
-    Acquire, AdvisoryLock, ConnSet, ConnSource, Db, FreshTxSource, Isolation, Listener,
-    ListenerEvent, LockMode, Pool, PooledConn, RowStream, Tx, TxOptions, TxSource,
+    Acquire, AdvisoryLock, BinaryCopyIn, BinaryCopyOut, ConnSet, ConnSource, CopyInSink,
+    CopyOutStream, Db, FreshTxSource, Isolation, Listener, ListenerEvent, LockMode, Pool,
+    PooledConn, RowStream, Tx, TxOptions, TxSource,
 };
+pub use bytes;
 pub use config::{Builder, ConfigSource, NestedCheckout, SslMode};
 pub use conn::Conn;
 pub use error::{Error, Result, Timeout, TimeoutKind};
 pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};
 pub use stmt::{
-    ConnSql, OneShotSql, Plain, Prepared, SessionState, Sql, StatementFuture, Stmt, StmtKind,
-    TransactionOnly,
+    ConnKind, ConnSql, CopyIn, CopyInSql, CopyOut, CopyOutSql, OneShotKind, OneShotSql, Plain,
+    Prepared, SessionState, Sql, StatementFuture, Stmt, StmtKind, TransactionOnly,
 };
 pub use tokio_postgres;
 pub use tokio_postgres::types::ToSql;

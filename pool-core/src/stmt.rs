@@ -10,13 +10,18 @@
 //! | [`SessionState`] (`SET`, `LISTEN`, advisory locks, temp tables, `currval`…) | no | yes | yes |
 //! | [`TransactionOnly`] (`LOCK TABLE`, `SET LOCAL`, `FOR UPDATE`, xact locks) | no | no | yes |
 //! | transaction control (`BEGIN`, `COMMIT`…) | no | no | no |
+//!
+//! A `COPY … FROM STDIN` / `COPY … TO STDOUT` streams its data through the client and
+//! runs only through `copy_in` / `copy_out` (on `Db`, `Conn` and `Tx`): `sql!` makes it a
+//! [`Stmt<CopyIn>`](CopyIn) / [`Stmt<CopyOut>`](CopyOut), which the statement methods do
+//! not take, and a string is refused at run time with the method to use.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::pin::Pin;
 
-use pool_sql::{Classification, Kind, Refusal, Touches};
+use pool_sql::{Classification, CopyDirection, Kind, Refusal, Touches};
 use tokio_postgres::Statement;
 
 /// The future of a statement method (`query`, `execute`, …). It is boxed so that a
@@ -39,8 +44,17 @@ pub enum SessionState {}
 #[derive(Debug, Clone, Copy)]
 pub enum TransactionOnly {}
 
+/// Marker: a `COPY … FROM STDIN` made by `sql!`; it runs only through `copy_in`.
+#[derive(Debug, Clone, Copy)]
+pub enum CopyIn {}
+
+/// Marker: a `COPY … TO STDOUT` made by `sql!`; it runs only through `copy_out`.
+#[derive(Debug, Clone, Copy)]
+pub enum CopyOut {}
+
 /// A statement classified at compile time by `sql!`. The kind parameter is one of
-/// [`Plain`], [`SessionState`], [`TransactionOnly`] and decides where it may run.
+/// [`Plain`], [`SessionState`], [`TransactionOnly`] and decides where it may run; a
+/// `COPY` through the client is a [`CopyIn`] or [`CopyOut`].
 pub struct Stmt<K> {
     sql: &'static str,
     touches: u16,
@@ -117,9 +131,19 @@ impl<'a> SqlParts<'a> {
                 kind,
                 touches,
                 statements: 1,
+                copy: None,
             }),
             prepared: None,
         }
+    }
+
+    /// One `COPY` through the client, classified by `sql!` (a plain one).
+    fn copy(text: &'a str, direction: CopyDirection, touches: u16) -> SqlParts<'a> {
+        let mut parts = SqlParts::known(text, Kind::Plain, Touches::from_bits_truncate(touches));
+        if let Ok(class) = &mut parts.class {
+            class.copy = Some(direction);
+        }
+        parts
     }
 }
 
@@ -135,19 +159,42 @@ pub trait Sql: sealed::Sealed + Send + Sync {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot run as a one-shot statement on `Db`",
     label = "this statement needs one connection for its whole effect",
-    note = "a one-shot statement on `Db` runs on whichever pooled connection is free and returns it at once, so session state (SET, LISTEN, advisory locks, temp tables, currval) is lost and transaction-only statements (LOCK TABLE, SET LOCAL, FOR UPDATE) do nothing",
-    note = "check out a connection and keep it: `let mut conn = db.acquire().await?;` (or a `#[with_conn]` function); for LOCK TABLE, SET LOCAL and FOR UPDATE open a transaction: `let mut tx = conn.begin().await?;` (or `#[transactional]`)"
+    note = "a one-shot statement on `Db` runs on whichever pooled connection is free and returns it at once, so session state is lost and transaction-only statements do nothing",
+    note = "check out a connection and keep it: `let mut conn = db.acquire().await?;` (or a `#[with_conn]` function)"
 )]
 pub trait OneShotSql: Sql {}
 
 /// Statements that may run on a held connection outside a transaction.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` only works inside a transaction",
-    label = "transaction-only statement run on a connection outside a transaction",
-    note = "outside a transaction LOCK TABLE fails, SET LOCAL does nothing, and a FOR UPDATE row lock or an xact advisory lock is released as soon as the statement ends",
-    note = "open a transaction and run it there: `let mut tx = conn.begin().await?; tx.execute(…).await?; tx.commit().await?;` (or put the work in a `#[transactional]` function)"
+    message = "`{Self}` cannot run on a held connection outside a transaction",
+    label = "not a statement for a held connection",
+    note = "open a transaction and run it there: `let mut tx = conn.begin().await?;` (or a `#[transactional]` function)"
 )]
 pub trait ConnSql: Sql {}
+
+/// A `COPY … FROM STDIN` statement, for `copy_in`: a `&str`/`String` (checked at run
+/// time) or a `Stmt<CopyIn>` from `sql!`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `COPY … FROM STDIN` statement",
+    label = "copy_in takes a COPY … FROM STDIN",
+    note = "write it with `sql!(\"COPY table (columns) FROM STDIN …\")` or pass the text as a string; other statements run with `execute` or `query`"
+)]
+pub trait CopyInSql: sealed::Sealed + Send + Sync {
+    #[doc(hidden)]
+    fn __copy_parts(&self) -> SqlParts<'_>;
+}
+
+/// A `COPY … TO STDOUT` statement, for `copy_out`: a `&str`/`String` (checked at run
+/// time) or a `Stmt<CopyOut>` from `sql!`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `COPY … TO STDOUT` statement",
+    label = "copy_out takes a COPY … TO STDOUT",
+    note = "write it with `sql!(\"COPY table TO STDOUT …\")` (or `COPY (SELECT …) TO STDOUT`) or pass the text as a string; for rows use `query` or `query_stream`"
+)]
+pub trait CopyOutSql: sealed::Sealed + Send + Sync {
+    #[doc(hidden)]
+    fn __copy_parts(&self) -> SqlParts<'_>;
+}
 
 macro_rules! str_like {
     ($($t:ty),*) => {$(
@@ -162,18 +209,58 @@ macro_rules! str_like {
         impl OneShotSql for $t {}
         #[diagnostic::do_not_recommend]
         impl ConnSql for $t {}
+        #[diagnostic::do_not_recommend]
+        impl CopyInSql for $t {
+            fn __copy_parts(&self) -> SqlParts<'_> {
+                Sql::__parts(self)
+            }
+        }
+        #[diagnostic::do_not_recommend]
+        impl CopyOutSql for $t {
+            fn __copy_parts(&self) -> SqlParts<'_> {
+                Sql::__parts(self)
+            }
+        }
     )*};
 }
 str_like!(&str, String, &String);
 
-/// The kind markers [`Plain`], [`SessionState`], [`TransactionOnly`]. Sealed.
+/// The kind markers [`Plain`], [`SessionState`], [`TransactionOnly`]: the statements
+/// the statement methods (`query`, `execute`…) take. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a `Stmt<{Self}>` is a COPY through the client: it runs only with `copy_in` / `copy_out`",
+    label = "`query`, `execute` and the other statement methods cannot send or receive COPY data",
+    note = "`COPY … FROM STDIN`: `let sink = conn.copy_in(sql!(…)).await?;` then send `Bytes` and `finish()`; `COPY … TO STDOUT`: `let data = conn.copy_out(sql!(…)).await?;` is a stream of `Bytes`"
+)]
 pub trait StmtKind: sealed::Sealed + 'static {
     #[doc(hidden)]
     const KIND: Kind;
 }
+
+/// The statement kinds that may run as a one-shot on `Db`: only [`Plain`]. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a `Stmt<{Self}>` cannot run as a one-shot statement on `Db`",
+    label = "this statement needs one connection for its whole effect",
+    note = "a one-shot statement on `Db` runs on whichever pooled connection is free and returns it at once, so session state (SET, LISTEN, advisory locks, temp tables, currval) is lost and transaction-only statements (LOCK TABLE, SET LOCAL, FOR UPDATE) do nothing",
+    note = "check out a connection and keep it: `let mut conn = db.acquire().await?;` (or a `#[with_conn]` function); for LOCK TABLE, SET LOCAL and FOR UPDATE open a transaction: `let mut tx = conn.begin().await?;` (or `#[transactional]`)"
+)]
+pub trait OneShotKind: sealed::Sealed {}
+
+/// The statement kinds that may run on a held connection outside a transaction:
+/// [`Plain`] and [`SessionState`]. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a `Stmt<{Self}>` only works inside a transaction",
+    label = "transaction-only statement run on a connection outside a transaction",
+    note = "outside a transaction LOCK TABLE fails, SET LOCAL does nothing, and a FOR UPDATE row lock or an xact advisory lock is released as soon as the statement ends",
+    note = "open a transaction and run it there: `let mut tx = conn.begin().await?; tx.execute(…).await?; tx.commit().await?;` (or put the work in a `#[transactional]` function)"
+)]
+pub trait ConnKind: sealed::Sealed {}
+
 impl sealed::Sealed for Plain {}
 impl sealed::Sealed for SessionState {}
 impl sealed::Sealed for TransactionOnly {}
+impl sealed::Sealed for CopyIn {}
+impl sealed::Sealed for CopyOut {}
 impl StmtKind for Plain {
     const KIND: Kind = Kind::Plain;
 }
@@ -183,16 +270,39 @@ impl StmtKind for SessionState {
 impl StmtKind for TransactionOnly {
     const KIND: Kind = Kind::TxOnly;
 }
+impl OneShotKind for Plain {}
+impl ConnKind for Plain {}
+impl ConnKind for SessionState {}
+// A COPY fails `StmtKind` already: these keep a second, misleading error from following.
+#[diagnostic::do_not_recommend]
+impl OneShotKind for CopyIn {}
+#[diagnostic::do_not_recommend]
+impl OneShotKind for CopyOut {}
+#[diagnostic::do_not_recommend]
+impl ConnKind for CopyIn {}
+#[diagnostic::do_not_recommend]
+impl ConnKind for CopyOut {}
 
-impl<K: StmtKind> sealed::Sealed for Stmt<K> {}
+impl<K: 'static> sealed::Sealed for Stmt<K> {}
 impl<K: StmtKind> Sql for Stmt<K> {
     fn __parts(&self) -> SqlParts<'_> {
         SqlParts::known(self.sql, K::KIND, Touches::from_bits_truncate(self.touches))
     }
 }
-impl OneShotSql for Stmt<Plain> {}
-impl ConnSql for Stmt<Plain> {}
-impl ConnSql for Stmt<SessionState> {}
+// `StmtKind` first: for a COPY, its message is the one reported.
+impl<K: StmtKind + OneShotKind> OneShotSql for Stmt<K> {}
+impl<K: StmtKind + ConnKind> ConnSql for Stmt<K> {}
+
+impl CopyInSql for Stmt<CopyIn> {
+    fn __copy_parts(&self) -> SqlParts<'_> {
+        SqlParts::copy(self.sql, CopyDirection::In, self.touches)
+    }
+}
+impl CopyOutSql for Stmt<CopyOut> {
+    fn __copy_parts(&self) -> SqlParts<'_> {
+        SqlParts::copy(self.sql, CopyDirection::Out, self.touches)
+    }
+}
 
 impl sealed::Sealed for &Prepared {}
 impl Sql for &Prepared {

@@ -58,11 +58,27 @@ pub(crate) fn sql(input: TokenStream) -> TokenStream {
         Ok(c) if c.statements == 0 => {
             syn::Error::new(lit.span(), "sql! got no statement").into_compile_error()
         }
+        Ok(c) if c.copy.is_some() && c.statements > 1 => syn::Error::new(
+            lit.span(),
+            "a COPY through the client must be the only statement in sql!: copy_in/copy_out run one statement",
+        )
+        .into_compile_error(),
+        Ok(c) if c.copy.is_some() && c.kind != pool_sql::Kind::Plain => syn::Error::new(
+            lit.span(),
+            "this COPY's query needs a session or a transaction (it touches session state or locks rows); \
+             sql! takes a COPY of a table or of a plain query: pass the text as a string to copy_out on a held \
+             connection or a transaction",
+        )
+        .into_compile_error(),
         Ok(c) => {
-            let kind = match c.kind {
-                pool_sql::Kind::Plain => quote!(Plain),
-                pool_sql::Kind::Session => quote!(SessionState),
+            let kind = match (c.copy, c.kind) {
+                (Some(pool_sql::CopyDirection::In), _) => quote!(CopyIn),
+                (Some(pool_sql::CopyDirection::Out), _) => quote!(CopyOut),
+                (None, kind) => match kind {
+                    pool_sql::Kind::Plain => quote!(Plain),
+                    pool_sql::Kind::Session => quote!(SessionState),
                 pool_sql::Kind::TxOnly => quote!(TransactionOnly),
+                },
             };
             let touches = c.touches.bits();
             quote!(#krate::Stmt::<#krate::#kind>::__new_unchecked(#lit, #touches))

@@ -4,7 +4,7 @@
 
 use crate::head::Head;
 use crate::lexer::{Lexer, Tok, TokKind};
-use crate::{Classification, Kind, Refusal, Touches};
+use crate::{Classification, CopyDirection, Kind, Refusal, Touches};
 
 /// How many leading tokens of a statement are kept for the head decision.
 const HEAD: usize = 6;
@@ -101,6 +101,8 @@ struct Stmt<'a> {
     with_hold: bool,
     /// `BEGIN ... END` nesting inside a `CREATE FUNCTION ... BEGIN ATOMIC`.
     atomic: u32,
+    /// `COPY ... FROM STDIN` / `TO STDOUT`.
+    copy: Option<CopyDirection>,
 }
 
 impl<'a> Stmt<'a> {
@@ -124,6 +126,7 @@ impl<'a> Stmt<'a> {
             declare_for: false,
             with_hold: false,
             atomic: 0,
+            copy: None,
         }
     }
 
@@ -279,6 +282,13 @@ impl<'a> Stmt<'a> {
             }
             // psql's heuristic for SQL-standard bodies (`BEGIN ATOMIC ... END`),
             // whose `;` do not end the statement.
+            Head::Copy if top && self.copy.is_none() => {
+                if tok.is_kw(b"stdin") && b0.is_kw(b"from") {
+                    self.copy = Some(CopyDirection::In);
+                } else if tok.is_kw(b"stdout") && b0.is_kw(b"to") {
+                    self.copy = Some(CopyDirection::Out);
+                }
+            }
             Head::Routine if top => {
                 if tok.is_kw(b"begin") || (tok.is_kw(b"case") && self.atomic > 0) {
                     self.atomic = self.atomic.saturating_add(1);
@@ -329,6 +339,7 @@ impl<'a> Stmt<'a> {
         total.statements += 1;
         total.kind = total.kind.max(kind);
         total.touches |= touches;
+        total.copy = total.copy.or(self.copy);
         Ok(())
     }
 

@@ -36,6 +36,7 @@ pub(crate) enum Head {
     Discard,
     Load,
     Lock,
+    Copy,
 }
 
 impl Head {
@@ -49,6 +50,7 @@ impl Head {
                 (b"move", Fetch),
                 (b"load", Load),
                 (b"lock", Lock),
+                (b"copy", Copy),
             ],
             5 => &[
                 (b"table", Table),

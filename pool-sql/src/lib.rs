@@ -14,6 +14,10 @@
 //! * Transaction control (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...) is refused
 //!   with a [`Refusal`].
 //!
+//! A `COPY ... FROM STDIN` or `COPY ... TO STDOUT` also sets
+//! [`Classification::copy`]: it streams data through the client, so it needs the
+//! copy protocol (a `COPY` from or to a server file is an ordinary statement).
+//!
 //! Classification is a single forward pass over the bytes, allocates nothing
 //! unless it refuses, and never panics.
 //!
@@ -224,6 +228,18 @@ pub struct Classification {
     pub touches: Touches,
     /// The number of non-empty statements in the text.
     pub statements: usize,
+    /// Whether a statement copies data through the client (`COPY ... FROM STDIN`
+    /// or `TO STDOUT`), and which way; the first such statement decides.
+    pub copy: Option<CopyDirection>,
+}
+
+/// Which way a `COPY` streams data through the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CopyDirection {
+    /// `COPY ... FROM STDIN`: the client sends the rows.
+    In,
+    /// `COPY ... TO STDOUT`: the server sends the rows.
+    Out,
 }
 
 /// Why a statement text was refused.

@@ -2,7 +2,7 @@
 
 mod cases;
 
-use crate::{Classification, Kind, Refusal, Touches, classify};
+use crate::{Classification, CopyDirection, Kind, Refusal, Touches, classify};
 use cases::{CASES, Want};
 
 fn check(sql: &str, want: Want) -> Result<(), String> {
@@ -253,8 +253,38 @@ fn hot_path_is_stable() {
         kind: Kind::Plain,
         touches: Touches::empty(),
         statements: 1,
+        copy: None,
     };
     for _ in 0..10_000 {
         assert_eq!(classify("SELECT 1"), Ok(want));
     }
+}
+
+#[test]
+fn copy_through_the_client_is_marked_and_server_files_are_not() {
+    let dir = |sql: &str| classify(sql).map(|c| c.copy);
+    let (i, o) = (Some(CopyDirection::In), Some(CopyDirection::Out));
+    assert_eq!(dir("COPY t FROM STDIN"), Ok(i));
+    assert_eq!(
+        dir("copy public.t (a, b) from stdin with (format csv)"),
+        Ok(i)
+    );
+    assert_eq!(dir("COPY BINARY t FROM STDIN"), Ok(i));
+    assert_eq!(dir("COPY t TO STDOUT"), Ok(o));
+    assert_eq!(
+        dir("COPY (SELECT * FROM t WHERE a > 1) TO STDOUT (FORMAT binary)"),
+        Ok(o)
+    );
+    assert_eq!(dir("/* x */ COPY t TO stdout"), Ok(o));
+    // Server-side files and programs are ordinary statements.
+    assert_eq!(dir("COPY t FROM '/tmp/t.csv'"), Ok(None));
+    assert_eq!(dir("COPY t TO PROGRAM 'gzip > /tmp/t.gz'"), Ok(None));
+    // Words inside the query, a string or a comment are not the target.
+    assert_eq!(dir("COPY (SELECT 'FROM STDIN') TO '/tmp/x'"), Ok(None));
+    assert_eq!(dir("COPY (SELECT stdin FROM t) TO '/tmp/x'"), Ok(None));
+    assert_eq!(dir("SELECT 1 -- COPY t FROM STDIN"), Ok(None));
+    assert_eq!(dir("SELECT stdout FROM t"), Ok(None));
+    // Among several statements, the COPY is still found.
+    let c = classify("SELECT 1; COPY t FROM STDIN").expect("classified");
+    assert_eq!((c.copy, c.statements), (i, 2));
 }

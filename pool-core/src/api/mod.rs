@@ -9,6 +9,7 @@
 //! and trait bounds, what the compiler lets a caller do next.
 
 mod acquire;
+mod copy;
 mod db;
 mod listener;
 mod locks;
@@ -19,6 +20,7 @@ mod stream;
 mod tx;
 
 pub use acquire::Acquire;
+pub use copy::{BinaryCopyIn, BinaryCopyOut, CopyInSink, CopyOutStream};
 pub use db::Db;
 pub use listener::{Listener, ListenerEvent};
 pub use locks::{AdvisoryLock, LockMode};

@@ -19,8 +19,8 @@ use super::db::Db;
 use super::pooled::PooledConn;
 use super::tx::Tx;
 
-/// The connection a stream reads from.
-enum Source<'c> {
+/// The connection a stream (or a COPY) reads from or writes to.
+pub(super) enum Source<'c> {
     /// Borrowed mutably from a `Conn` or `Tx`: nothing else runs on it meanwhile.
     Borrowed(&'c mut Conn),
     /// Checked out by `Db::query_stream` for the stream's life.
@@ -28,7 +28,7 @@ enum Source<'c> {
 }
 
 impl Source<'_> {
-    fn conn(&mut self) -> &mut Conn {
+    pub(super) fn conn(&mut self) -> &mut Conn {
         match self {
             Source::Borrowed(c) => c,
             Source::Pooled(c) => c,
@@ -124,13 +124,17 @@ impl Conn {
     ///
     /// Cancellation: the statement is cancelled on the server if the future, or the
     /// stream before its end, is dropped (see [`RowStream`]).
-    pub fn query_stream<'a, S>(
+    ///
+    /// The parameters are sent when the statement starts: they need to live only
+    /// until the future completes, not as long as the stream.
+    pub fn query_stream<'a, 'f, S>(
         &'a mut self,
         statement: S,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> StatementFuture<'a, RowStream<'a>>
+        params: &'f [&'f (dyn ToSql + Sync)],
+    ) -> StatementFuture<'f, RowStream<'a>>
     where
-        S: ConnSql + 'a,
+        'a: 'f,
+        S: ConnSql + 'f,
     {
         Box::pin(async move {
             let rows = self
@@ -145,11 +149,14 @@ impl Tx<'_> {
     /// Runs a statement in the transaction and returns its rows as they arrive (see
     /// [`Conn::query_stream`]). Dropping the stream before its end drains the rest of
     /// the rows, so the transaction stays usable.
-    pub fn query_stream<'a, S: Sql + 'a>(
+    pub fn query_stream<'a, 'f, S: Sql + 'f>(
         &'a mut self,
         statement: S,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> StatementFuture<'a, RowStream<'a>> {
+        params: &'f [&'f (dyn ToSql + Sync)],
+    ) -> StatementFuture<'f, RowStream<'a>>
+    where
+        'a: 'f,
+    {
         Box::pin(async move {
             let conn = self.live_conn()?;
             let rows = conn
@@ -167,11 +174,14 @@ impl Db {
     ///
     /// Cancellation: as [`Conn::query_stream`].
     #[track_caller]
-    pub fn query_stream<'a, S: OneShotSql + 'a>(
+    pub fn query_stream<'a, 'f, S: OneShotSql + 'f>(
         &'a mut self,
         statement: S,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> StatementFuture<'a, RowStream<'a>> {
+        params: &'f [&'f (dyn ToSql + Sync)],
+    ) -> StatementFuture<'f, RowStream<'a>>
+    where
+        'a: 'f,
+    {
         let site = Location::caller();
         Box::pin(async move {
             let parts = statement.__parts();

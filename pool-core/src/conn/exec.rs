@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 use std::future::Future;
 
-use pool_sql::{Classification, Kind, Touches};
+use bytes::Bytes;
+use pool_sql::{Classification, CopyDirection, Kind, Touches};
 use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
@@ -124,6 +125,7 @@ impl Conn {
         parts: &SqlParts<'_>,
         place: Place,
         deadline: Option<Instant>,
+        copy: Option<CopyDirection>,
     ) -> Result<Classification> {
         if let Some(p) = parts.prepared
             && p.conn_id != self.meta.id
@@ -133,7 +135,7 @@ impl Conn {
                 "it was prepared on another connection; prepare it on this one (prepare is cached per connection)",
             ));
         }
-        let class = placement(parts, place, self.state.tx.depth() > 0)?;
+        let class = placement_as(parts, place, self.state.tx.depth() > 0, copy)?;
         if class.kind == Kind::Session && self.ctx.config.pgbouncer_transaction_mode {
             return Err(Error::refused(parts.text, POOLER_SESSION_ADVICE));
         }
@@ -312,7 +314,7 @@ impl Conn {
         place: Place,
     ) -> Result<O::Out> {
         let deadline = self.deadline();
-        let class = self.admit(&parts, place, deadline).await?;
+        let class = self.admit(&parts, place, deadline, None).await?;
         let call = self.call_for(&parts, params, deadline).await?;
         let (client, guard) = self.op(class.touches);
         let res = match &call {
@@ -331,6 +333,62 @@ impl Conn {
         res
     }
 
+    /// Starts a `COPY … FROM STDIN`; the copy is in progress when this returns: the
+    /// caller finishes the sink, or drops it (the driver then aborts the copy).
+    pub(crate) async fn start_copy_in(
+        &mut self,
+        parts: SqlParts<'_>,
+        place: Place,
+    ) -> Result<tokio_postgres::CopyInSink<Bytes>> {
+        let deadline = self.deadline();
+        let class = self
+            .admit(&parts, place, deadline, Some(CopyDirection::In))
+            .await?;
+        let st = self.copy_statement(&parts, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = guard.run(deadline, parts.text, client.copy_in(&st)).await;
+        self.settle(&parts, &class, &res);
+        res
+    }
+
+    /// Starts a `COPY … TO STDOUT`; the data is in flight when this returns: the caller
+    /// reads it to the end, or calls `abandon_stream`.
+    pub(crate) async fn start_copy_out(
+        &mut self,
+        parts: SqlParts<'_>,
+        place: Place,
+    ) -> Result<tokio_postgres::CopyOutStream> {
+        let deadline = self.deadline();
+        let class = self
+            .admit(&parts, place, deadline, Some(CopyDirection::Out))
+            .await?;
+        let st = self.copy_statement(&parts, deadline).await?;
+        let (client, guard) = self.op(class.touches);
+        let res = guard.run(deadline, parts.text, client.copy_out(&st)).await;
+        self.settle(&parts, &class, &res);
+        res
+    }
+
+    /// The statement a COPY runs as. The copy protocol takes a prepared statement;
+    /// behind a transaction-mode pooler it is prepared afresh inside the transaction
+    /// (which keeps one server connection), never cached.
+    async fn copy_statement(
+        &mut self,
+        parts: &SqlParts<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Statement> {
+        if !self.ctx.config.pgbouncer_transaction_mode {
+            return self.statement_for(parts, deadline).await;
+        }
+        if self.state.tx.depth() == 0 {
+            return Err(Error::refused(parts.text, POOLER_COPY_ADVICE));
+        }
+        let (client, guard) = self.op(Touches::empty());
+        guard
+            .run(deadline, parts.text, client.prepare(parts.text))
+            .await
+    }
+
     pub(crate) async fn batch(&mut self, parts: SqlParts<'_>, place: Place) -> Result<()> {
         if parts.prepared.is_some() {
             return Err(Error::refused(
@@ -339,7 +397,7 @@ impl Conn {
             ));
         }
         let deadline = self.deadline();
-        let class = self.admit(&parts, place, deadline).await?;
+        let class = self.admit(&parts, place, deadline, None).await?;
         let (client, guard) = self.op(class.touches);
         let res = guard
             .run(deadline, parts.text, client.batch_execute(parts.text))
@@ -359,7 +417,7 @@ impl Conn {
             return Err(Error::refused(parts.text, POOLER_PREPARE_ADVICE));
         }
         let deadline = self.deadline();
-        let class = self.admit(&parts, place, deadline).await?;
+        let class = self.admit(&parts, place, deadline, None).await?;
         let statement = self.statement_for(&parts, deadline).await?;
         Ok(Prepared {
             statement,
@@ -372,10 +430,39 @@ impl Conn {
 /// The statement's classification, if it may run at `place` (`in_tx`: on a connection
 /// inside a transaction); else the refusal, saying what to write instead.
 pub(crate) fn placement(parts: &SqlParts<'_>, place: Place, in_tx: bool) -> Result<Classification> {
+    placement_as(parts, place, in_tx, None)
+}
+
+/// [`placement`] for a one-shot COPY through the client in direction `copy`.
+pub(crate) fn placement_copy(
+    parts: &SqlParts<'_>,
+    place: Place,
+    copy: CopyDirection,
+) -> Result<Classification> {
+    placement_as(parts, place, false, Some(copy))
+}
+
+/// [`placement`] for a statement run by a method that expects a COPY through the client
+/// in direction `copy` (`None`: an ordinary statement method).
+pub(crate) fn placement_as(
+    parts: &SqlParts<'_>,
+    place: Place,
+    in_tx: bool,
+    copy: Option<CopyDirection>,
+) -> Result<Classification> {
     let class = match &parts.class {
         Ok(c) => *c,
         Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
     };
+    if class.copy != copy {
+        return Err(Error::refused(parts.text, copy_advice(class.copy, copy)));
+    }
+    if copy.is_some() && class.statements != 1 {
+        return Err(Error::refused(
+            parts.text,
+            "a COPY runs alone: send the COPY as the only statement, and the others with `execute`",
+        ));
+    }
     let allowed = match (place, class.kind) {
         (Place::Db, Kind::Plain) => true,
         (Place::Db, _) => false,
@@ -388,6 +475,39 @@ pub(crate) fn placement(parts: &SqlParts<'_>, place: Place, in_tx: bool) -> Resu
         _ => Err(Error::refused(parts.text, TX_ONLY_ADVICE)),
     }
 }
+
+/// What to use instead when a statement meets a method for the other kind of COPY.
+fn copy_advice(is: Option<CopyDirection>, expected: Option<CopyDirection>) -> &'static str {
+    match (is, expected) {
+        (Some(CopyDirection::In), None) => {
+            "`COPY … FROM STDIN` sends its data through the client, which `execute` and `query` cannot do; use \
+             `copy_in`: `let mut sink = conn.copy_in(\"COPY …\").await?;`, send the data as `Bytes`, then \
+             `sink.finish().await?`"
+        }
+        (Some(CopyDirection::Out), None) => {
+            "`COPY … TO STDOUT` sends its data through the client, which `execute` and `query` cannot read; use \
+             `copy_out`: `let data = conn.copy_out(\"COPY …\").await?;` is a stream of `Bytes`"
+        }
+        (Some(CopyDirection::Out), Some(CopyDirection::In)) => {
+            "this COPY writes TO STDOUT: read it with `copy_out`; `copy_in` takes a `COPY … FROM STDIN`"
+        }
+        (Some(CopyDirection::In), Some(CopyDirection::Out)) => {
+            "this COPY reads FROM STDIN: feed it with `copy_in`; `copy_out` takes a `COPY … TO STDOUT`"
+        }
+        (None, Some(CopyDirection::In)) => {
+            "`copy_in` takes a `COPY table [(columns)] FROM STDIN …`; run other statements (and a COPY from a \
+             server file) with `execute`"
+        }
+        _ => {
+            "`copy_out` takes a `COPY table TO STDOUT …` or `COPY (SELECT …) TO STDOUT`; read rows with `query` \
+             or `query_stream`, and run a COPY to a server file with `execute`"
+        }
+    }
+}
+
+const POOLER_COPY_ADVICE: &str = "behind PgBouncer in transaction mode (`pgbouncer_transaction_mode`) a COPY \
+    goes through a prepared statement, which lives on one server connection: run the COPY inside a \
+    transaction (`conn.begin()` or #[transactional]), which keeps one server connection throughout";
 
 const SESSION_ADVICE: &str = "it changes session state (SET, LISTEN, advisory lock, temp table, currval…), which is \
     lost when a one-shot statement's connection goes back to the pool; run it on a held connection: \

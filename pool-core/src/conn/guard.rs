@@ -259,6 +259,17 @@ impl Conn {
         self.state.abandon(&self.client, &self.ctx, recovery, None);
     }
 
+    /// A `copy_in` sink was dropped before `finish`: the driver aborts the copy (a
+    /// `CopyFail`), so the server ends it with an error, which aborts a transaction
+    /// around it. The next use waits until the server has answered.
+    pub(crate) fn abandon_copy_in(&mut self) {
+        if self.state.tx.depth() > 0 {
+            self.state.tx.mark_aborted();
+        }
+        self.state
+            .abandon(&self.client, &self.ctx, Recovery::Drain, None);
+    }
+
     /// What an error in a row stream means for the connection.
     pub(crate) fn stream_error(&mut self, e: tokio_postgres::Error) -> Error {
         self.state.on_error(e)

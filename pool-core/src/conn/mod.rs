@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::stmt::{ConnSql, Prepared, SqlParts, StatementFuture};
 use cache::StatementCache;
 pub(crate) use connector::Connector;
-pub(crate) use exec::{Place, one_row, opt_row, placement};
+pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub(crate) use settings::{ConnConfig, Ctx};

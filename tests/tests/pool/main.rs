@@ -14,6 +14,7 @@ mod common;
 
 mod basics;
 mod cancel;
+mod copy;
 mod errors;
 mod exhaustion;
 mod fairness;

@@ -157,3 +157,23 @@ async fn a_one_shot_stream_holds_its_connection_until_dropped() {
         .await;
     assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
 }
+
+#[tokio::test]
+async fn parameters_need_to_live_only_until_the_stream_starts() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let mut conn = db.acquire().await.unwrap();
+    let n = 5i32;
+    // A temporary parameter slice, as with tokio-postgres' `query_raw`.
+    let mut rows = conn
+        .query_stream("SELECT generate_series(1, $1)", &[&n])
+        .await
+        .unwrap();
+    let mut count = 0;
+    while let Some(row) = rows.next().await {
+        row.unwrap();
+        count += 1;
+    }
+    assert_eq!(count, 5);
+}
