@@ -20,14 +20,89 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pool_sql::{Classification, CopyDirection, Kind, Refusal, Touches};
 use tokio_postgres::Statement;
 
-/// The future of a statement method (`query`, `execute`, …). It is boxed so that a
-/// statement run where it cannot mean what it says is reported once, at the call, rather
-/// than again wherever the future is used.
-pub type StatementFuture<'a, T> = Pin<Box<dyn Future<Output = crate::Result<T>> + Send + 'a>>;
+/// The future of a statement method (`query`, `execute`, `copy_in`…). It is boxed so
+/// that a statement run where it cannot mean what it says is reported once, at the call,
+/// rather than again wherever the future is used.
+///
+/// [`timeout`](StatementFuture::timeout) gives this one statement its own deadline in
+/// place of the pool's `statement_timeout`: `conn.query(sql, &[]).timeout(d).await`.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct StatementFuture<'a, T> {
+    inner: Pin<Box<dyn Future<Output = crate::Result<T>> + Send + 'a>>,
+    /// `Some`: this call's own deadline (`Some(None)`: none at all).
+    timeout: Option<Option<Duration>>,
+}
+
+tokio::task_local! {
+    /// The deadline of the statement being polled, when its call set one.
+    static CALL_TIMEOUT: Option<Duration>;
+}
+
+/// The deadline the statement being polled set for itself, if it did (`Some(None)`: it
+/// asked for none).
+pub(crate) fn call_timeout() -> Option<Option<Duration>> {
+    CALL_TIMEOUT.try_with(|t| *t).ok()
+}
+
+impl<'a, T> StatementFuture<'a, T> {
+    pub(crate) fn new(fut: impl Future<Output = crate::Result<T>> + Send + 'a) -> Self {
+        StatementFuture {
+            inner: Box::pin(fut),
+            timeout: None,
+        }
+    }
+
+    /// Runs this statement with its own deadline instead of the pool's
+    /// `statement_timeout` (shorter or longer). When it passes, the statement is
+    /// cancelled on the server and the connection drained before its next use, as with
+    /// the pool's deadline, and the error is a [`TimeoutKind::Statement`] timeout after
+    /// `d`. For a one-shot on `Db` it covers the statement, not the checkout (which keeps
+    /// `acquire_timeout`); for a stream or a COPY, starting it. `d` must be more than zero.
+    ///
+    /// [`TimeoutKind::Statement`]: crate::TimeoutKind::Statement
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(Some(d));
+        self
+    }
+
+    /// Runs this statement without a deadline, whatever the pool's `statement_timeout`
+    /// (for a known long statement: a migration, a `VACUUM`, a bulk `COPY`).
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
+    }
+}
+
+impl<T> Future for StatementFuture<'_, T> {
+    type Output = crate::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.timeout {
+            None => this.inner.as_mut().poll(cx),
+            Some(Some(d)) if d.is_zero() => Poll::Ready(Err(crate::Error::Config {
+                field: "StatementFuture::timeout",
+                problem: "must be more than zero; for no deadline at all use `.no_timeout()`"
+                    .to_owned(),
+            })),
+            Some(t) => CALL_TIMEOUT.sync_scope(t, || this.inner.as_mut().poll(cx)),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for StatementFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatementFuture")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Marker: a statement safe on any pooled connection (`SELECT`, `INSERT`, DDL…).
 #[derive(Debug, Clone, Copy)]

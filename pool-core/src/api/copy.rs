@@ -375,7 +375,7 @@ impl Conn {
         &'a mut self,
         statement: S,
     ) -> StatementFuture<'a, CopyInSink<'a>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let sink = self
                 .start_copy_in(statement.__copy_parts(), Place::Conn)
                 .await?;
@@ -391,7 +391,7 @@ impl Conn {
         &'a mut self,
         statement: S,
     ) -> StatementFuture<'a, CopyOutStream<'a>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let data = self
                 .start_copy_out(statement.__copy_parts(), Place::Conn)
                 .await?;
@@ -408,7 +408,7 @@ impl Tx<'_> {
         &'a mut self,
         statement: S,
     ) -> StatementFuture<'a, CopyInSink<'a>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let conn = self.live_conn()?;
             let sink = conn
                 .start_copy_in(statement.__copy_parts(), Place::Tx)
@@ -424,7 +424,7 @@ impl Tx<'_> {
         &'a mut self,
         statement: S,
     ) -> StatementFuture<'a, CopyOutStream<'a>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let conn = self.live_conn()?;
             let data = conn
                 .start_copy_out(statement.__copy_parts(), Place::Tx)
@@ -444,7 +444,7 @@ impl Db {
         statement: S,
     ) -> StatementFuture<'a, CopyInSink<'a>> {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statement.__copy_parts();
             placement_copy(&parts, Place::Db, pool_sql::CopyDirection::In)?;
             let mut conn = Acquire::new(self, site).await?;
@@ -461,7 +461,7 @@ impl Db {
         statement: S,
     ) -> StatementFuture<'a, CopyOutStream<'a>> {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statement.__copy_parts();
             placement_copy(&parts, Place::Db, pool_sql::CopyDirection::Out)?;
             let mut conn = Acquire::new(self, site).await?;

@@ -96,7 +96,7 @@ impl Db {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Vec<Row>> {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
@@ -114,7 +114,7 @@ impl Db {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Row> {
         let rows = self.query(statement, params);
-        Box::pin(async move { one_row(rows.await?) })
+        StatementFuture::new(async move { one_row(rows.await?) })
     }
 
     /// One-shot: runs a statement that returns zero or one row.
@@ -127,7 +127,7 @@ impl Db {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Option<Row>> {
         let rows = self.query(statement, params);
-        Box::pin(async move { opt_row(rows.await?) })
+        StatementFuture::new(async move { opt_row(rows.await?) })
     }
 
     /// One-shot: runs a statement and returns the number of rows it affected.
@@ -140,7 +140,7 @@ impl Db {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, u64> {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
@@ -157,7 +157,7 @@ impl Db {
         statements: S,
     ) -> StatementFuture<'a, ()> {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statements.__parts();
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;

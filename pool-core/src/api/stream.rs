@@ -136,7 +136,7 @@ impl Conn {
         'a: 'f,
         S: ConnSql + 'f,
     {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let rows = self
                 .start_stream(statement.__parts(), params, Place::Conn)
                 .await?;
@@ -157,7 +157,7 @@ impl Tx<'_> {
     where
         'a: 'f,
     {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let conn = self.live_conn()?;
             let rows = conn
                 .start_stream(statement.__parts(), params, Place::Tx)
@@ -183,7 +183,7 @@ impl Db {
         'a: 'f,
     {
         let site = Location::caller();
-        Box::pin(async move {
+        StatementFuture::new(async move {
             let parts = statement.__parts();
             placement(&parts, Place::Db, false)?;
             let mut conn = Acquire::new(self, site).await?;

@@ -187,7 +187,7 @@ impl<'c> Tx<'c> {
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Vec<Row>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             self.conn.rows(statement.__parts(), params, Place::Tx).await
         })
@@ -201,7 +201,7 @@ impl<'c> Tx<'c> {
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Row> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             one_row(
                 self.conn
@@ -219,7 +219,7 @@ impl<'c> Tx<'c> {
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, Option<Row>> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             opt_row(
                 self.conn
@@ -237,7 +237,7 @@ impl<'c> Tx<'c> {
         statement: S,
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> StatementFuture<'a, u64> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             self.conn
                 .count(statement.__parts(), params, Place::Tx)
@@ -249,7 +249,7 @@ impl<'c> Tx<'c> {
     ///
     /// Cancellation: as [`Tx::query`].
     pub fn batch_execute<'a, S: Sql + 'a>(&'a mut self, statements: S) -> StatementFuture<'a, ()> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             self.conn.batch(statements.__parts(), Place::Tx).await
         })
@@ -259,7 +259,7 @@ impl<'c> Tx<'c> {
     ///
     /// Cancellation: as [`Tx::query`].
     pub fn prepare<'a, S: Sql + 'a>(&'a mut self, statement: S) -> StatementFuture<'a, Prepared> {
-        Box::pin(async move {
+        StatementFuture::new(async move {
             self.live()?;
             self.conn.prepare_at(statement.__parts(), Place::Tx).await
         })

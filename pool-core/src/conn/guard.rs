@@ -215,11 +215,16 @@ impl OpGuard<'_> {
     }
 }
 
+/// The deadline of the statement being run: its call's own, else the pool's.
+fn statement_timeout_of(ctx: &Ctx) -> Option<Duration> {
+    crate::stmt::call_timeout().unwrap_or(ctx.config.statement_timeout)
+}
+
 /// The error of a statement whose deadline passed (counted); `unsent` if it passed while
 /// the connection was still recovering, before the statement was sent.
 fn statement_timeout(ctx: &Ctx, sql: &str, unsent: bool) -> Error {
     AtomicCounters::bump(&ctx.counters.statement_timeouts);
-    let after = ctx.config.statement_timeout.unwrap_or_default();
+    let after = statement_timeout_of(ctx).unwrap_or_default();
     Error::Timeout(Box::new(Timeout {
         kind: TimeoutKind::Statement,
         after,
@@ -234,10 +239,7 @@ fn statement_timeout(ctx: &Ctx, sql: &str, unsent: bool) -> Error {
 impl Conn {
     /// The deadline of a statement starting now.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.ctx
-            .config
-            .statement_timeout
-            .map(|d| Instant::now() + d)
+        statement_timeout_of(&self.ctx).map(|d| Instant::now() + d)
     }
 
     /// Runs `sql` from a background task before the connection's next use (a `ROLLBACK`

@@ -184,7 +184,9 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { self.rows(statement.__parts(), params, Place::Conn).await })
+        StatementFuture::new(
+            async move { self.rows(statement.__parts(), params, Place::Conn).await },
+        )
     }
 
     /// Runs a statement that returns exactly one row, else [`Error::RowCount`].
@@ -198,7 +200,9 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { one_row(self.rows(statement.__parts(), params, Place::Conn).await?) })
+        StatementFuture::new(async move {
+            one_row(self.rows(statement.__parts(), params, Place::Conn).await?)
+        })
     }
 
     /// Runs a statement that returns zero or one row, else [`Error::RowCount`].
@@ -212,7 +216,9 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { opt_row(self.rows(statement.__parts(), params, Place::Conn).await?) })
+        StatementFuture::new(async move {
+            opt_row(self.rows(statement.__parts(), params, Place::Conn).await?)
+        })
     }
 
     /// Runs a statement and returns the number of rows it affected.
@@ -226,7 +232,9 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { self.count(statement.__parts(), params, Place::Conn).await })
+        StatementFuture::new(
+            async move { self.count(statement.__parts(), params, Place::Conn).await },
+        )
     }
 
     /// Runs one or more statements separated by `;`, without parameters, using the simple
@@ -237,7 +245,7 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { self.batch(statements.__parts(), Place::Conn).await })
+        StatementFuture::new(async move { self.batch(statements.__parts(), Place::Conn).await })
     }
 
     /// Prepares a statement on this connection (or takes it from the connection's cache).
@@ -248,7 +256,7 @@ impl Conn {
     where
         S: ConnSql + 'a,
     {
-        Box::pin(async move { self.prepare_at(statement.__parts(), Place::Conn).await })
+        StatementFuture::new(async move { self.prepare_at(statement.__parts(), Place::Conn).await })
     }
 
     /// Sets a session parameter (`set_config(name, value, false)`). The pool resets it

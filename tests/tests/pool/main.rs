@@ -15,6 +15,7 @@ mod common;
 mod basics;
 mod cancel;
 mod copy;
+mod deadline;
 mod errors;
 mod exhaustion;
 mod fairness;
