@@ -171,7 +171,11 @@ fn emit(item: &ItemFn, body: TokenStream) -> TokenStream {
         attrs, vis, sig, ..
     } = item;
     let body = respan_locals(body);
-    quote!(#(#attrs)* #vis #sig { #body })
+    // The braces keep the span of the user's own: an item whose last token comes from
+    // the macro counts as generated, and rustc then never reports it as dead code.
+    let mut braces = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, body);
+    braces.set_span(item.block.brace_token.span.join());
+    quote!(#(#attrs)* #vis #sig #braces)
 }
 
 pub(crate) fn transactional(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -43,7 +43,8 @@ pub trait ConnSource: sealed::Sealed + Send {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot begin a transaction",
     label = "expected `&mut Db`, `&mut Conn`, `&mut PooledConn` or `&mut Tx`",
-    note = "call `pool.db()` once per task and pass `&mut db`, or pass the connection or transaction you hold"
+    note = "holding `tx: &mut Tx` or `conn: &mut Conn` already? pass it as it is (`f(tx)`, not `f(&mut tx)`): it is already a `&mut`, and a `#[transactional]` helper called with a `Tx` runs in a savepoint of it",
+    note = "with a `Pool`: call `pool.db()` once per task and pass `&mut db`"
 )]
 pub trait TxSource: ConnSource {}
 
