@@ -201,6 +201,12 @@ impl Conn {
     /// A `Tx` at `depth` was dropped without being ended: roll it back (counted as a
     /// rollback on return) from a background task, at once; the next use waits for it.
     pub(crate) fn abandon_tx(&mut self, depth: u32) {
+        // Routine on every error path (`?` out of a transaction), so only at debug.
+        tracing::debug!(
+            target: "pool_core",
+            depth, backend_pid = self.meta.backend_pid,
+            "a transaction was dropped without commit or rollback; it is rolled back"
+        );
         AtomicCounters::bump(&self.ctx.counters.rollbacks_on_return);
         self.state.tx.unwind_to(depth - 1);
         self.defer(rollback_sql(depth));

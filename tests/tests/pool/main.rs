@@ -30,6 +30,7 @@ mod listener;
 mod peers;
 mod reset;
 mod resize;
+mod rows;
 mod seeds;
 mod send;
 mod server;
