@@ -167,7 +167,7 @@ pub enum Error {
 fn connect_detail(e: &tokio_postgres::Error) -> String {
     const CHECK: &str = "check the URL, credentials and that the database exists";
     #[cfg(feature = "rustls")]
-    if let Some(refusal) = crate::conn::certificate_refusal(e) {
+    if let Some(refusal) = certificate_refusal(e) {
         return format!(": TLS refused the server's certificate: {refusal}");
     }
     match e.as_db_error() {
@@ -505,4 +505,28 @@ pub(crate) fn from_statement(e: tokio_postgres::Error) -> Error {
     } else {
         Error::Client(Box::new(e))
     }
+}
+
+#[cfg(feature = "rustls")]
+/// If a connect error is a refused server certificate (which retrying cannot fix), why.
+pub(crate) fn certificate_refusal(e: &tokio_postgres::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(error) = source {
+        let inner = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            None => Some(error),
+        };
+        if let Some(rustls::Error::InvalidCertificate(problem)) =
+            inner.and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(match problem {
+                rustls::CertificateError::Other(rustls::OtherError(why)) => why.to_string(),
+                problem => problem.to_string(),
+            });
+        }
+        source = error.source();
+    }
+    None
 }

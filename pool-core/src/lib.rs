@@ -14,6 +14,7 @@ mod error;
 mod random;
 mod status;
 mod stmt;
+mod telemetry;
 
 pub use api::{
     Acquire, AdvisoryLock, BinaryCopyIn, BinaryCopyOut, ConnSet, ConnSource, CopyInSink,

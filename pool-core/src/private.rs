@@ -113,10 +113,13 @@ pub async fn finish_retrying<T, E: FromPoolError>(
     // failure or a deadlock, whatever the body's error type made of it (a transparent
     // wrapper hides the pool's error from the source chain; some types keep nothing).
     let body_retryable = body_retryable || tx.failed_retryably();
+    let ctx = tx.ctx();
+    let retried = || ctx.telemetry.retried();
     match result {
         Ok(value) => match tx.commit().await {
             Ok(()) => Next::Return(Ok(value)),
             Err(e) if e.is_retryable() && may_retry => {
+                retried();
                 backoff(attempt, backoff_ms, &e).await;
                 Next::Retry
             }
@@ -125,6 +128,7 @@ pub async fn finish_retrying<T, E: FromPoolError>(
         Err(e) => {
             let _ = tx.rollback().await;
             if body_retryable && may_retry {
+                retried();
                 backoff(
                     attempt,
                     backoff_ms,

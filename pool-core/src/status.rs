@@ -134,8 +134,24 @@ impl DiscardReason {
     ];
 
     /// Its place in [`DiscardReason::ALL`] (the order of the variants).
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
+    }
+
+    /// A short snake_case name, for metric attributes.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            DiscardReason::Broken => "broken",
+            DiscardReason::Expired => "expired",
+            DiscardReason::IdleTimeout => "idle_timeout",
+            DiscardReason::FailedValidation => "failed_validation",
+            DiscardReason::FailedReset => "failed_reset",
+            DiscardReason::Closed => "closed",
+            DiscardReason::FailedHook => "failed_hook",
+            DiscardReason::Rejected => "rejected",
+            DiscardReason::Retired => "retired",
+        }
     }
 
     fn name(self) -> &'static str {

@@ -87,7 +87,10 @@ impl DerefMut for PooledConn<'_> {
 impl Drop for PooledConn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.db.pool.shared.give_back(conn, self.holder, self.since);
+            self.db
+                .pool
+                .shared
+                .give_back(conn, self.holder, self.since, self.site);
         }
     }
 }
@@ -167,7 +170,10 @@ impl<'db> ConnSet<'db> {
 impl Drop for ConnSet<'_> {
     fn drop(&mut self) {
         for (conn, key) in self.conns.drain(..) {
-            self.db.pool.shared.give_back(conn, key, self.since);
+            self.db
+                .pool
+                .shared
+                .give_back(conn, key, self.since, self.site);
         }
     }
 }

@@ -162,6 +162,11 @@ impl<'c> Tx<'c> {
         self.live().is_ok() && self.conn.tx().failed_retryably()
     }
 
+    /// The pool's context (counters, metrics), kept past the end of the transaction.
+    pub(crate) fn ctx(&self) -> std::sync::Arc<crate::conn::Ctx> {
+        self.conn.ctx()
+    }
+
     /// The connection, if this transaction still owns it.
     pub(super) fn live_conn(&mut self) -> Result<&mut Conn> {
         self.live()?;

@@ -103,6 +103,8 @@ pub(crate) struct PoolConfig {
     pub(crate) close_timeout: Duration,
     /// Holder records (checkout site, task, time) and the nested-checkout check.
     pub(crate) bookkeeping: bool,
+    /// The pool's name in metrics (`None`: `host:port`).
+    pub(crate) name: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -119,6 +121,7 @@ impl Default for PoolConfig {
             nested_checkout: NestedCheckout::Error,
             close_timeout: Duration::from_secs(10),
             bookkeeping: true,
+            name: None,
         }
     }
 }
@@ -184,6 +187,13 @@ impl Builder {
     /// not even briefly while connections are being replaced.
     pub fn max_size(mut self, n: usize) -> Self {
         self.pool.max_size = n;
+        self
+    }
+
+    /// The pool's name, the `db.client.connection.pool.name` of its metrics (feature
+    /// `metrics`); unique within the application. Default: the server's `host:port`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.pool.name = Some(name.into());
         self
     }
 

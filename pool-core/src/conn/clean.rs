@@ -71,7 +71,7 @@ impl Conn {
             self.state.touches = Touches::empty();
             return Ok(());
         };
-        self.ctx.counters.discard(DiscardReason::FailedHook);
+        self.ctx.discard(DiscardReason::FailedHook);
         tracing::warn!(
             target: "pool_core",
             hook, problem, backend_pid = self.meta.backend_pid,
@@ -89,16 +89,16 @@ impl Conn {
         match verdict {
             Ok(Ok(true)) => self.after_hook(name).is_ok(),
             Ok(Ok(false)) => {
-                self.ctx.counters.discard(DiscardReason::Rejected);
+                self.ctx.discard(DiscardReason::Rejected);
                 false
             }
             Ok(Err(error)) => {
-                self.ctx.counters.discard(DiscardReason::FailedHook);
+                self.ctx.discard(DiscardReason::FailedHook);
                 tracing::warn!(target: "pool_core", hook = name, %error, "the {name} hook failed; its connection is discarded");
                 false
             }
             Err(_) => {
-                self.ctx.counters.discard(DiscardReason::FailedHook);
+                self.ctx.discard(DiscardReason::FailedHook);
                 tracing::warn!(target: "pool_core", hook = name, "the {name} hook panicked; its connection is discarded");
                 false
             }

@@ -224,6 +224,7 @@ fn statement_timeout_of(ctx: &Ctx) -> Option<Duration> {
 /// the connection was still recovering, before the statement was sent.
 fn statement_timeout(ctx: &Ctx, sql: &str, unsent: bool) -> Error {
     AtomicCounters::bump(&ctx.counters.statement_timeouts);
+    ctx.telemetry.statement_timed_out();
     let after = statement_timeout_of(ctx).unwrap_or_default();
     Error::Timeout(Box::new(Timeout {
         kind: TimeoutKind::Statement,

@@ -19,6 +19,7 @@ mod ident;
 mod open;
 mod reset;
 mod settings;
+mod ssl_mode;
 #[cfg(feature = "rustls")]
 mod tls;
 mod txn;
@@ -40,8 +41,9 @@ pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub(crate) use settings::{ConnConfig, Ctx};
+pub use ssl_mode::SslMode;
 #[cfg(feature = "rustls")]
-pub(crate) use tls::{certificate_refusal, rustls_connector};
+pub(crate) use tls::rustls_connector;
 pub(crate) use txn::Control;
 use txn::TxState;
 
@@ -127,6 +129,11 @@ impl Conn {
             cache: StatementCache::default(),
             notifications,
         }
+    }
+
+    /// What this connection shares with its pool (settings, counters, metrics).
+    pub(crate) fn ctx(&self) -> Arc<Ctx> {
+        Arc::clone(&self.ctx)
     }
 
     /// The server process serving this connection (`pg_backend_pid()`), as seen in

@@ -165,7 +165,7 @@ fn is_permanent(e: &tokio_postgres::Error) -> bool {
         return code.starts_with("28") || code == "3D000" || code == "42704";
     }
     #[cfg(feature = "rustls")]
-    if super::tls::certificate_refusal(e).is_some() {
+    if crate::error::certificate_refusal(e).is_some() {
         return true;
     }
     let text = e.to_string();

@@ -11,7 +11,8 @@ use tokio_postgres::NoTls;
 use super::Conn;
 use super::connector::Connector;
 use crate::error::Result;
-use crate::status::AtomicCounters;
+use crate::status::{AtomicCounters, DiscardReason};
+use crate::telemetry::Telemetry;
 
 /// A hook run on every new connection before it is first handed out.
 pub(crate) type AfterConnect =
@@ -95,16 +96,25 @@ impl std::fmt::Debug for ConnConfig {
 pub(crate) struct Ctx {
     pub(crate) config: ConnConfig,
     pub(crate) counters: AtomicCounters,
+    /// The pool's metrics (nothing without the `metrics` feature).
+    pub(crate) telemetry: Telemetry,
     next_conn_id: AtomicU64,
 }
 
 impl Ctx {
-    pub(crate) fn new(config: ConnConfig) -> Ctx {
+    pub(crate) fn new(config: ConnConfig, telemetry: Telemetry) -> Ctx {
         Ctx {
             config,
             counters: AtomicCounters::default(),
+            telemetry,
             next_conn_id: AtomicU64::new(1),
         }
+    }
+
+    /// A connection is closed instead of reused, for `reason`: counted.
+    pub(crate) fn discard(&self, reason: DiscardReason) {
+        self.counters.discard(reason);
+        self.telemetry.discarded(reason);
     }
 
     /// The identity the next connection will get.

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::SslMode;
+use super::SslMode;
 
 /// The connector for `mode`, trusting the CAs in `roots` (a PEM file, or `system`).
 /// The error is what is wrong with `sslrootcert`.
@@ -200,27 +200,4 @@ fn explain(problem: CertificateError, host: &ServerName<'_>, roots: &str) -> rus
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
         CertificateRefused(text),
     ))))
-}
-
-/// If a connect error is a refused server certificate (which retrying cannot fix), why.
-pub(crate) fn certificate_refusal(e: &tokio_postgres::Error) -> Option<String> {
-    let mut source = std::error::Error::source(e);
-    while let Some(error) = source {
-        let inner = match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|e| e as &(dyn std::error::Error + 'static)),
-            None => Some(error),
-        };
-        if let Some(rustls::Error::InvalidCertificate(problem)) =
-            inner.and_then(|e| e.downcast_ref::<rustls::Error>())
-        {
-            return Some(match problem {
-                CertificateError::Other(OtherError(why)) => why.to_string(),
-                problem => problem.to_string(),
-            });
-        }
-        source = error.source();
-    }
-    None
 }

@@ -227,8 +227,9 @@ fn slow(
 pub(super) fn record_wait(shared: &Shared, started: Instant, until: Instant) {
     let counters = &shared.ctx.counters;
     AtomicCounters::bump(&counters.waits);
-    let nanos =
-        u64::try_from(until.saturating_duration_since(started).as_nanos()).unwrap_or(u64::MAX);
+    let waited = until.saturating_duration_since(started);
+    shared.ctx.telemetry.waited(waited);
+    let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
     counters.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
 }
 
@@ -246,6 +247,7 @@ pub(super) fn may_check_out(shared: &Shared, st: &State, task: TaskKey, site: Si
         return Ok(());
     };
     AtomicCounters::bump(&shared.ctx.counters.nested_checkouts);
+    shared.ctx.telemetry.nested_refused();
     match policy {
         NestedCheckout::Error => Err(Error::NestedCheckout {
             first,
@@ -284,7 +286,7 @@ fn try_acquire(shared: &Arc<Shared>, task: TaskKey, site: Site, now: Instant) ->
         let mut st = shared.lock();
         may_check_out(shared, &st, task, site)?;
         let found = if st.queue.waiting() == 0 {
-            if let Some((conn, since)) = st.pop_idle(now, &shared.ctx.counters, &mut trash) {
+            if let Some((conn, since)) = st.pop_idle(now, &shared.ctx, &mut trash) {
                 if shared.needs_validation(since, now) {
                     Some(First::Validate(conn))
                 } else if shared.ctx.config.before_acquire.is_some() {

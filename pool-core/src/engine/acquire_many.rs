@@ -75,7 +75,7 @@ pub(crate) async fn acquire_many(
         let mut got = Vec::with_capacity(n);
         if st.queue.waiting() == 0 {
             while got.len() < n {
-                match st.pop_idle(started, &shared.ctx.counters, &mut trash) {
+                match st.pop_idle(started, &shared.ctx, &mut trash) {
                     Some((conn, _)) => got.push(conn),
                     None => break,
                 }
@@ -113,6 +113,7 @@ pub(crate) async fn acquire_many(
             Err(_) => {
                 drop(waiting);
                 AtomicCounters::bump(&shared.ctx.counters.timeouts);
+                shared.ctx.telemetry.timed_out(1);
                 return Err(acquire_timeout_error(shared));
             }
         };
@@ -132,7 +133,7 @@ pub(crate) async fn acquire_many(
         if st.closed {
             st.slots.lost(alive.len());
             for _ in &alive {
-                shared.ctx.counters.discard(DiscardReason::Closed);
+                shared.ctx.discard(DiscardReason::Closed);
             }
             shared.after_shrink(&mut st);
             return Err(Error::Closed);

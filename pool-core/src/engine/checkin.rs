@@ -3,7 +3,7 @@
 //! is not, and is closed when it is broken, expired or the pool is closed. Losing a
 //! connection starts its replacement when waiters need one.
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -11,15 +11,22 @@ use super::holders::HolderKey;
 use super::idle::expired;
 use super::{Shared, State, maintain};
 use crate::conn::Conn;
-use crate::status::DiscardReason;
+use crate::status::{DiscardReason, Site};
 
 impl Shared {
     /// A borrower gives back the connection it held since `since` (recorded under
-    /// `key`): its use time is counted, then it is checked in.
-    pub(crate) fn give_back(self: &Arc<Self>, conn: Box<Conn>, key: HolderKey, since: Instant) {
+    /// `key`, checked out at `site`): its use time is counted, then it is checked in.
+    pub(crate) fn give_back(
+        self: &Arc<Self>,
+        conn: Box<Conn>,
+        key: HolderKey,
+        since: Instant,
+        site: Site,
+    ) {
         let now = Instant::now();
-        let nanos =
-            u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
+        let held = now.saturating_duration_since(since);
+        self.ctx.telemetry.used(held, site);
+        let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         self.ctx
             .counters
             .use_nanos
@@ -73,7 +80,7 @@ impl Shared {
     /// Puts a clean connection back (or closes it if expired or the pool is closed).
     pub(super) fn put_back(
         self: &Arc<Self>,
-        mut st: MutexGuard<'_, State>,
+        mut st: super::Locked<'_>,
         conn: Box<Conn>,
         now: Instant,
     ) {
@@ -125,7 +132,7 @@ impl Shared {
     /// Accounts for a connection closed for `reason` (drop it after the lock is released).
     fn lose_one(self: &Arc<Self>, st: &mut State, reason: DiscardReason) {
         st.slots.lost(1);
-        self.ctx.counters.discard(reason);
+        self.ctx.discard(reason);
         self.after_shrink(st);
     }
 

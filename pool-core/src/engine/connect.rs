@@ -209,6 +209,7 @@ async fn connect_task(shared: Arc<Shared>) {
         match outcome {
             Ok(conn) => {
                 st.demand.connected(now - started);
+                shared.ctx.telemetry.created(now - started);
                 AtomicCounters::bump(&shared.ctx.counters.created);
                 tracing::debug!(target: "pool_core", conn = id, backend_pid = conn.backend_pid(), "connection opened");
                 st.slots.connected();

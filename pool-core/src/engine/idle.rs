@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::State;
 use crate::config::PoolConfig;
-use crate::conn::Conn;
-use crate::status::{AtomicCounters, DiscardReason};
+use crate::conn::{Conn, Ctx};
+use crate::status::DiscardReason;
 
 struct IdleConn {
     conn: Box<Conn>,
@@ -41,7 +41,7 @@ impl IdleList {
         now: Instant,
         idle_timeout: Option<Duration>,
         min_idle: usize,
-        counters: &AtomicCounters,
+        ctx: &Ctx,
     ) -> Vec<Box<Conn>> {
         let mut trash = Vec::new();
         let mut kept = Vec::with_capacity(self.list.len());
@@ -57,7 +57,7 @@ impl IdleList {
             };
             match reason {
                 Some(reason) => {
-                    counters.discard(reason);
+                    ctx.discard(reason);
                     trash.push(idle.conn);
                 }
                 None => kept.push(idle),
@@ -86,7 +86,7 @@ impl State {
     pub(super) fn pop_idle(
         &mut self,
         now: Instant,
-        counters: &AtomicCounters,
+        ctx: &Ctx,
         trash: &mut Vec<Box<Conn>>,
     ) -> Option<(Box<Conn>, Instant)> {
         while let Some(idle) = self.idle.list.pop() {
@@ -97,7 +97,7 @@ impl State {
             match reason {
                 Some(reason) => {
                     self.slots.lost(1);
-                    counters.discard(reason);
+                    ctx.discard(reason);
                     trash.push(idle.conn);
                 }
                 None => return Some((idle.conn, idle.since)),
@@ -112,11 +112,9 @@ impl State {
         &mut self,
         now: Instant,
         cfg: &PoolConfig,
-        counters: &AtomicCounters,
+        ctx: &Ctx,
     ) -> Vec<Box<Conn>> {
-        let trash = self
-            .idle
-            .reap(now, cfg.idle_timeout, cfg.min_idle, counters);
+        let trash = self.idle.reap(now, cfg.idle_timeout, cfg.min_idle, ctx);
         self.slots.lost(trash.len());
         trash
     }

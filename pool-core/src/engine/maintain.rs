@@ -105,7 +105,7 @@ fn pass(shared: &Arc<Shared>) {
     let mut leaks = Vec::new();
     let trash = {
         let mut st = shared.lock();
-        let trash = st.reap_idle(now, cfg, &shared.ctx.counters);
+        let trash = st.reap_idle(now, cfg, &shared.ctx);
         shared.fill_min_idle(&mut st, now);
         if let Some(threshold) = cfg.leak_threshold {
             leaks = st.holders.overdue(now, threshold);
@@ -115,6 +115,7 @@ fn pass(shared: &Arc<Shared>) {
     drop(trash);
     for leak in leaks {
         AtomicCounters::bump(&shared.ctx.counters.leaks);
+        shared.ctx.telemetry.leak_warned();
         let (site, task, held_for, backend_pid) =
             (leak.site, leak.task, leak.held_for, leak.backend_pid);
         tracing::warn!(

@@ -34,6 +34,7 @@ use crate::config::PoolConfig;
 use crate::conn::{self, ConnConfig, Ctx};
 use crate::error::{Error, Result, Timeout, TimeoutKind};
 use crate::status::{AtomicCounters, DiscardReason, Holder, Status};
+use crate::telemetry::Telemetry;
 pub(crate) use acquire::Acquiring;
 pub(crate) use acquire_many::acquire_many;
 pub(crate) use holders::HolderKey;
@@ -66,6 +67,54 @@ impl Drop for Shared {
     }
 }
 
+/// The locked state. With the `metrics` feature, a guard that publishes the connection
+/// and waiter counts as the lock is released, so the gauges follow every change.
+#[cfg(not(feature = "metrics"))]
+type Locked<'a> = MutexGuard<'a, State>;
+
+#[cfg(feature = "metrics")]
+struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    telemetry: &'a crate::telemetry::Telemetry,
+}
+
+#[cfg(feature = "metrics")]
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let st = &*self.guard;
+        let (size, idle, connecting) = (st.slots.size(), st.idle.len(), st.slots.connecting());
+        self.telemetry
+            .state(idle, size - idle - connecting, st.queue.waiting());
+    }
+}
+
+/// The pool's name in metrics when the builder gives none: the first host and port.
+fn default_name(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
 /// The locked state, in parts.
 struct State {
     idle: idle::IdleList,
@@ -85,6 +134,11 @@ impl Shared {
     /// A new pool's state; its maintenance task starts now if a runtime is at hand, or
     /// with the first acquire.
     pub(crate) fn new(config: PoolConfig, conn: ConnConfig) -> Arc<Shared> {
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&conn.pg));
+        let telemetry = Telemetry::new(name, config.max_size, config.min_idle);
         let state = State {
             idle: idle::IdleList::default(),
             queue: queue::Queue::default(),
@@ -97,7 +151,7 @@ impl Shared {
             closed: false,
         };
         Arc::new(Shared {
-            ctx: Arc::new(Ctx::new(conn)),
+            ctx: Arc::new(Ctx::new(conn, telemetry)),
             config,
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
@@ -109,12 +163,19 @@ impl Shared {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave the state half-updated in a way
         // that matters more than refusing all further work; keep going.
-        self.state
+        let guard = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        #[cfg(feature = "metrics")]
+        let guard = Locked {
+            guard,
+            telemetry: &self.ctx.telemetry,
+        };
+        guard
     }
 
     /// Starts the maintenance task and fills `min_idle`, once, if a runtime is at hand
@@ -188,7 +249,7 @@ impl Shared {
             trash.extend(st.idle.drain());
             st.slots.lost(trash.len());
             for _ in 0..trash.len() {
-                self.ctx.counters.discard(DiscardReason::Closed);
+                self.ctx.discard(DiscardReason::Closed);
             }
             trash
         };
@@ -239,6 +300,7 @@ impl Shared {
                 return Err(Error::Closed);
             }
             st.slots.set_max(max);
+            self.ctx.telemetry.resized(max);
             let mut trash = Vec::new();
             while st.slots.over()
                 && let Some(conn) = st.idle.pop_oldest()
@@ -337,7 +399,7 @@ impl Shared {
     fn retire(&self, st: &mut State, n: usize) {
         st.slots.lost(n);
         for _ in 0..n {
-            self.ctx.counters.discard(DiscardReason::Retired);
+            self.ctx.discard(DiscardReason::Retired);
         }
     }
 
@@ -371,6 +433,7 @@ impl Shared {
             Ok(conn) => {
                 slot.1 = true;
                 AtomicCounters::bump(&self.ctx.counters.created);
+                self.ctx.telemetry.created(started.elapsed());
                 let mut st = self.lock();
                 st.demand.connected(started.elapsed());
                 self.put_back(st, conn, Instant::now());

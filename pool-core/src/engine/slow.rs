@@ -97,6 +97,7 @@ pub(super) async fn slow_path(
         Ok(res) => res,
         Err(_) => {
             AtomicCounters::bump(&shared.ctx.counters.timeouts);
+            shared.ctx.telemetry.timed_out(1);
             Err(acquire_timeout_error(&shared))
         }
     }
@@ -218,7 +219,7 @@ pub(super) fn requeue(
         if st.closed {
             return Err(Error::Closed);
         }
-        match st.pop_idle(now, &shared.ctx.counters, &mut trash) {
+        match st.pop_idle(now, &shared.ctx, &mut trash) {
             Some((conn, since)) if shared.needs_validation(since, now) => First::Validate(conn),
             Some((conn, _)) => First::Take(conn),
             // Back to the head of the queue: this task was already served once.

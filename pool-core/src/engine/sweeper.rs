@@ -134,6 +134,7 @@ fn expire_waiters(shared: &Arc<Shared>, now: Instant) -> Option<Option<Instant>>
             .counters
             .timeouts
             .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+        shared.ctx.telemetry.timed_out(failed);
     }
     Some(next)
 }

@@ -27,6 +27,7 @@ mod jitter;
 mod leaks;
 mod lifecycle;
 mod listener;
+mod metrics;
 mod peers;
 mod reset;
 mod resize;
