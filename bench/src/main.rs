@@ -328,6 +328,13 @@ fn parse_args() -> Args {
 }
 
 fn main() {
+    // With the `metrics` feature every pool records into a real recorder, as in a
+    // service that exports its metrics.
+    #[cfg(feature = "metrics")]
+    metrics::set_global_recorder(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    )
+    .unwrap_or_else(|e| panic!("metrics recorder: {e}"));
     let args = parse_args();
     let started = Instant::now();
     // The server (DATABASE_URL or a private cluster) and a fresh database for this run,

@@ -23,11 +23,19 @@
 //!
 //! Every instrument also carries `db.client.connection.pool.name` (the builder's `name`,
 //! else `host:port`).
+//!
+//! Cost on the checkout path: the gauges are published by the maintenance pass (at least
+//! once a second), not at every change; hold times (and so `use_time`) and waits are
+//! counted into pool-local buckets, two per octave (±20 %), by an atomic add, and handed
+//! to the recorder at the same pass as bucket midpoints with their counts. `create_time`
+//! and the counters go to the recorder at once.
 
 #[cfg(feature = "metrics")]
 mod imp {
-    use std::collections::HashMap;
-    use std::sync::RwLock;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+    use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
 
     use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
@@ -35,6 +43,112 @@ mod imp {
     use crate::status::{DiscardReason, Site};
 
     const POOL: &str = "db.client.connection.pool.name";
+
+    /// Buckets per octave of nanoseconds, and octaves kept (1 ns … about 18 min).
+    const OCTAVES: usize = 40;
+    const BUCKETS: usize = OCTAVES * 2;
+    /// Checkout sites with a hold-time histogram of their own; further sites share one.
+    const SITES: usize = 64;
+
+    /// A histogram kept in the pool: a count per bucket, flushed to the recorder.
+    struct Local {
+        buckets: [AtomicU64; BUCKETS],
+    }
+
+    impl Local {
+        fn new() -> Local {
+            Local {
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+
+        #[inline]
+        fn record(&self, nanos: u64) {
+            self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
+        }
+
+        /// Hands the counts gathered since the last flush to `to` (and `also`).
+        fn flush(&self, to: Option<&Histogram>, also: &Histogram) {
+            for (i, b) in self.buckets.iter().enumerate() {
+                let n = b.swap(0, Relaxed);
+                if n > 0 {
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    if let Some(to) = to {
+                        to.record_many(midpoint_of(i), n);
+                    }
+                    also.record_many(midpoint_of(i), n);
+                }
+            }
+        }
+    }
+
+    /// The bucket of a duration: two per octave.
+    #[inline]
+    pub(super) fn bucket_of(nanos: u64) -> usize {
+        if nanos < 2 {
+            return 0;
+        }
+        let octave = 63 - nanos.leading_zeros() as usize;
+        let upper_half = ((nanos >> (octave - 1)) & 1) as usize;
+        (octave * 2 + upper_half).min(BUCKETS - 1)
+    }
+
+    /// The middle of a bucket, in seconds.
+    pub(super) fn midpoint_of(bucket: usize) -> f64 {
+        let base = 2f64.powi(i32::try_from(bucket / 2).unwrap_or(i32::MAX));
+        let (low, high) = if bucket.is_multiple_of(2) {
+            (base, base * 1.5)
+        } else {
+            (base * 1.5, base * 2.0)
+        };
+        (low + high) / 2.0 / 1e9
+    }
+
+    /// Hold times by checkout site: a lock-free table keyed by the site's address.
+    struct Sites {
+        keys: [AtomicUsize; SITES],
+        sites: [OnceLock<Site>; SITES],
+        hists: Box<[Local]>,
+        /// Sites beyond the table's capacity.
+        overflow: Local,
+        /// The recorder's histogram of each site, registered at its first flush.
+        handles: Mutex<Vec<Option<Histogram>>>,
+    }
+
+    impl Sites {
+        fn new() -> Sites {
+            Sites {
+                keys: std::array::from_fn(|_| AtomicUsize::new(0)),
+                sites: std::array::from_fn(|_| OnceLock::new()),
+                hists: (0..SITES).map(|_| Local::new()).collect(),
+                overflow: Local::new(),
+                handles: Mutex::new(vec![None; SITES]),
+            }
+        }
+
+        /// The histogram of `site`, claiming a free slot the first time.
+        #[inline]
+        fn of(&self, site: Site) -> &Local {
+            let key = std::ptr::from_ref(site.0) as usize;
+            let start = (key >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+            for step in 0..SITES {
+                let slot = (start + step) % SITES;
+                match self.keys[slot].load(Acquire) {
+                    k if k == key => return &self.hists[slot],
+                    0 => match self.keys[slot].compare_exchange(0, key, AcqRel, Acquire) {
+                        Ok(_) => {
+                            let _ = self.sites[slot].set(site);
+                            return &self.hists[slot];
+                        }
+                        Err(k) if k == key => return &self.hists[slot],
+                        Err(_) => {}
+                    },
+                    _ => {}
+                }
+            }
+            &self.overflow
+        }
+    }
 
     /// The instruments of one pool, registered once when it is built.
     pub(crate) struct Telemetry {
@@ -53,8 +167,10 @@ mod imp {
         leaks: Counter,
         statement_timeouts: Counter,
         retries: Counter,
-        /// Hold time per checkout site, by the site's address.
-        hold: RwLock<HashMap<usize, Histogram>>,
+        /// Hold time per checkout site, gathered locally (see the module doc).
+        hold: Sites,
+        /// Waits, gathered locally.
+        waits: Local,
     }
 
     fn describe() {
@@ -176,21 +292,38 @@ mod imp {
                 leaks: counter("pool_core.leak.warnings"),
                 statement_timeouts: counter("pool_core.statement.timeouts"),
                 retries: counter("pool_core.transaction.retries"),
-                hold: RwLock::new(HashMap::new()),
+                hold: Sites::new(),
+                waits: Local::new(),
                 name: name.clone(),
             };
             gauge("db.client.connection.idle.min").set(min_idle as f64);
             t.resized(max_size);
-            t.state(0, 0, 0);
+            t.publish(0, 0, 0);
             t
         }
 
-        /// The connections and waiters now (after every change, under the pool's lock).
-        #[inline]
-        pub(crate) fn state(&self, idle: usize, used: usize, pending: usize) {
+        /// Sets the gauges to the connections and waiters now, and hands the hold times
+        /// gathered since the last call to the recorder.
+        pub(crate) fn publish(&self, idle: usize, used: usize, pending: usize) {
             self.idle.set(idle as f64);
             self.used.set(used as f64);
             self.pending.set(pending as f64);
+            let mut handles = self.hold.handles.lock().unwrap_or_else(|p| p.into_inner());
+            for (slot, handle) in handles.iter_mut().enumerate() {
+                let Some(site) = self.hold.sites[slot].get() else {
+                    continue;
+                };
+                let h = handle.get_or_insert_with(|| {
+                    metrics::histogram!(
+                        "pool_core.connection.hold_time",
+                        POOL => self.name.clone(),
+                        "code.site" => format!("{}:{}", site.file(), site.line())
+                    )
+                });
+                self.hold.hists[slot].flush(Some(h), &self.use_time);
+            }
+            self.hold.overflow.flush(None, &self.use_time);
+            self.waits.flush(None, &self.wait_time);
         }
 
         pub(crate) fn resized(&self, max_size: usize) {
@@ -209,33 +342,15 @@ mod imp {
 
         #[inline]
         pub(crate) fn waited(&self, took: Duration) {
-            self.wait_time.record(took);
+            self.waits
+                .record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
         }
 
         /// A connection checked out at `site` came back after `held`.
         #[inline]
         pub(crate) fn used(&self, held: Duration, site: Site) {
-            self.use_time.record(held);
-            let key = std::ptr::from_ref(site.0) as usize;
-            let known = self
-                .hold
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .map(|h| h.record(held))
-                .is_some();
-            if !known {
-                let h = metrics::histogram!(
-                    "pool_core.connection.hold_time",
-                    POOL => self.name.clone(),
-                    "code.site" => format!("{}:{}", site.file(), site.line())
-                );
-                h.record(held);
-                self.hold
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, h);
-            }
+            let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+            self.hold.of(site).record(nanos);
         }
 
         pub(crate) fn discarded(&self, reason: DiscardReason) {
@@ -277,6 +392,8 @@ mod imp {
             Telemetry
         }
         #[inline(always)]
+        pub(crate) fn publish(&self, _idle: usize, _used: usize, _pending: usize) {}
+        #[inline(always)]
         pub(crate) fn resized(&self, _max_size: usize) {}
         #[inline(always)]
         pub(crate) fn timed_out(&self, _n: u64) {}
@@ -300,3 +417,34 @@ mod imp {
 }
 
 pub(crate) use imp::Telemetry;
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::imp::{bucket_of, midpoint_of};
+
+    #[test]
+    fn buckets_are_two_per_octave_and_midpoints_fall_inside() {
+        for nanos in [
+            2u64,
+            3,
+            5,
+            100,
+            1_000,
+            1_499,
+            1_500,
+            999_999,
+            1_000_000_000,
+            60_000_000_000,
+        ] {
+            let mid = midpoint_of(bucket_of(nanos)) * 1e9;
+            let ratio = mid / nanos as f64;
+            assert!(
+                (0.7..1.45).contains(&ratio),
+                "{nanos} ns -> bucket midpoint {mid} ns"
+            );
+        }
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(u64::MAX), 79);
+        assert!(bucket_of(1_400) < bucket_of(1_600));
+    }
+}

@@ -96,6 +96,7 @@ pub(super) async fn run(pool: Weak<Shared>) {
             return;
         }
         pass(&shared);
+        shared.publish_metrics();
     }
 }
 

@@ -67,41 +67,8 @@ impl Drop for Shared {
     }
 }
 
-/// The locked state. With the `metrics` feature, a guard that publishes the connection
-/// and waiter counts as the lock is released, so the gauges follow every change.
-#[cfg(not(feature = "metrics"))]
+/// The locked state.
 type Locked<'a> = MutexGuard<'a, State>;
-
-#[cfg(feature = "metrics")]
-struct Locked<'a> {
-    guard: MutexGuard<'a, State>,
-    telemetry: &'a crate::telemetry::Telemetry,
-}
-
-#[cfg(feature = "metrics")]
-impl std::ops::Deref for Locked<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.guard
-    }
-}
-
-#[cfg(feature = "metrics")]
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.guard
-    }
-}
-
-#[cfg(feature = "metrics")]
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let st = &*self.guard;
-        let (size, idle, connecting) = (st.slots.size(), st.idle.len(), st.slots.connecting());
-        self.telemetry
-            .state(idle, size - idle - connecting, st.queue.waiting());
-    }
-}
 
 /// The pool's name in metrics when the builder gives none: the first host and port.
 fn default_name(pg: &tokio_postgres::Config) -> String {
@@ -166,16 +133,20 @@ impl Shared {
     fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave the state half-updated in a way
         // that matters more than refusing all further work; keep going.
-        let guard = self
-            .state
+        self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        #[cfg(feature = "metrics")]
-        let guard = Locked {
-            guard,
-            telemetry: &self.ctx.telemetry,
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes the connection and waiter counts and what the local histograms
+    /// gathered since the last time (every maintenance pass, at least once a second).
+    pub(super) fn publish_metrics(&self) {
+        let (idle, used, pending) = {
+            let st = self.lock();
+            let (size, idle, connecting) = (st.slots.size(), st.idle.len(), st.slots.connecting());
+            (idle, size - idle - connecting, st.queue.waiting())
         };
-        guard
+        self.ctx.telemetry.publish(idle, used, pending);
     }
 
     /// Starts the maintenance task and fills `min_idle`, once, if a runtime is at hand
