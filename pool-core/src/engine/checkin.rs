@@ -3,7 +3,7 @@
 //! is not, and is closed when it is broken, expired or the pool is closed. Losing a
 //! connection starts its replacement when waiters need one.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use tokio::time::Instant;
 
@@ -80,7 +80,7 @@ impl Shared {
     /// Puts a clean connection back (or closes it if expired or the pool is closed).
     pub(super) fn put_back(
         self: &Arc<Self>,
-        mut st: super::Locked<'_>,
+        mut st: MutexGuard<'_, State>,
         conn: Box<Conn>,
         now: Instant,
     ) {

@@ -67,9 +67,6 @@ impl Drop for Shared {
     }
 }
 
-/// The locked state.
-type Locked<'a> = MutexGuard<'a, State>;
-
 /// The pool's name in metrics when the builder gives none: the first host and port.
 fn default_name(pg: &tokio_postgres::Config) -> String {
     let host = match pg.get_hosts().first() {
@@ -130,7 +127,7 @@ impl Shared {
         })
     }
 
-    fn lock(&self) -> Locked<'_> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated in a way
         // that matters more than refusing all further work; keep going.
         self.state
