@@ -7,7 +7,13 @@
 //! cargo run -p examples --example service                      # serve on 127.0.0.1:3000
 //! cargo run -p examples --example service -- --load 64         # serve and load it for 5 s
 //! cargo run -p examples --example service -- --load 64 --secs 10 --port 0
+//! cargo run -p examples --example service -- --metrics 127.0.0.1:9000   # + Prometheus
 //! ```
+//!
+//! With `--metrics ADDR` the pool's metrics (OpenTelemetry's connection-pool names, in
+//! Prometheus' text format) are served at `http://ADDR/metrics`; with `--load` as well,
+//! the run scrapes that endpoint under load and after it, and fails if the names, the
+//! idle/used split or the numbers disagree with `pool.status()`.
 //!
 //! `GET /groups/{id}/persons` lists names; `GET /status` shows the pool. With `--load N`,
 //! N concurrent clients (one keep-alive connection each) fire requests for `--secs`
@@ -86,19 +92,21 @@ struct Args {
     load: Option<usize>,
     secs: u64,
     port: u16,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn args() -> Result<Args, String> {
-    let (mut load, mut secs, mut port) = (None, 5, None);
+    let (mut load, mut secs, mut port, mut metrics) = (None, 5, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--load" => load = Some(value(&flag, it.next())?),
             "--secs" => secs = value(&flag, it.next())?,
             "--port" => port = Some(value(&flag, it.next())?),
+            "--metrics" => metrics = Some(value(&flag, it.next())?),
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; use --load N, --secs S, --port P"
+                    "unknown argument `{other}`; use --load N, --secs S, --port P, --metrics ADDR"
                 ));
             }
         }
@@ -108,6 +116,7 @@ fn args() -> Result<Args, String> {
         secs,
         // A load run takes a free port, so it never collides with a running service.
         port: port.unwrap_or(if load.is_some() { 0 } else { 3000 }),
+        metrics,
     })
 }
 
@@ -122,10 +131,15 @@ where
         .map_err(|e| format!("{flag}: {e}"))
 }
 
+#[cfg_attr(test, allow(dead_code))]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
-    let db = tests::harness::test_db().await;
+    run(args()?).await
+}
+
+/// The service (and, with `--load`, the load run and its checks).
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let db = ::tests::harness::test_db().await;
     db.connect()
         .await
         .batch_execute(&format!(
@@ -135,7 +149,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             GROUPS * PEOPLE_PER_GROUP
         ))
         .await?;
+    // The recorder first: a pool registers its instruments when it is built.
+    let metrics = match args.metrics {
+        Some(at) => Some(serve_metrics(at).await?),
+        None => None,
+    };
     let pool = Pool::builder(db.config())
+        .name("service")
         .max_size(4)
         .acquire_timeout(Duration::from_secs(5))
         .build()?;
@@ -152,9 +172,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.await??;
         return Ok(());
     };
+    let scraping = metrics.map(|at| {
+        let pool = pool.clone();
+        let halfway = Duration::from_secs(args.secs) / 2;
+        tokio::spawn(async move {
+            tokio::time::sleep(halfway).await;
+            let text = fetch(at, "/metrics").await?;
+            check_metrics(&text, &pool, false)
+        })
+    });
     let report = load(addr, clients, Duration::from_secs(args.secs)).await;
     println!("{report}");
     println!("{}", pool.status());
+    if let (Some(at), Some(scraping)) = (metrics, scraping) {
+        scraping.await??;
+        // Quiet now: after the next maintenance pass (at most 1 s) the gauges are exact.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let text = fetch(at, "/metrics").await?;
+        check_metrics(&text, &pool, true)?;
+        println!("metrics: names, idle/used split and values agree with status()");
+    }
     server.abort();
     pool.close().await;
     if report.failures > 0 {
@@ -163,6 +200,113 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             report.failures
         )
         .into());
+    }
+    Ok(())
+}
+
+/// Installs the Prometheus recorder and serves its rendering at `http://at/metrics`.
+async fn serve_metrics(
+    at: std::net::SocketAddr,
+) -> Result<std::net::SocketAddr, Box<dyn std::error::Error>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route("/metrics", get(move || async move { handle.render() }));
+    let listener = TcpListener::bind(at).await?;
+    let at = listener.local_addr()?;
+    println!("metrics on http://{at}/metrics");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(at)
+}
+
+/// One GET, the body as text.
+async fn fetch(at: std::net::SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(at).await.map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(format!("GET {path}: {response}")),
+    }
+}
+
+/// The value of the sample `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+            (metric == name && labels.iter().all(|l| rest.contains(l)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+/// Checks a scrape: every instrument is there with the pool's name, the idle/used split
+/// is consistent with `status()` (exactly so when the pool is `quiet`).
+fn check_metrics(text: &str, pool: &Pool, quiet: bool) -> Result<(), String> {
+    let pool_label = r#"db_client_connection_pool_name="service""#;
+    let get = |name: &str, extra: &[&str]| -> Result<f64, String> {
+        let mut labels = vec![pool_label];
+        labels.extend_from_slice(extra);
+        sample(text, name, &labels).ok_or(format!("metrics: no {name} {extra:?} in:\n{text}"))
+    };
+    for name in [
+        "db_client_connection_idle_max",
+        "db_client_connection_idle_min",
+        "db_client_connection_max",
+        "db_client_connection_pending_requests",
+        "db_client_connection_create_time_count",
+        "db_client_connection_use_time_count",
+    ] {
+        get(name, &[])?;
+    }
+    let idle = get(
+        "db_client_connection_count",
+        &[r#"db_client_connection_state="idle""#],
+    )?;
+    let used = get(
+        "db_client_connection_count",
+        &[r#"db_client_connection_state="used""#],
+    )?;
+    let status = pool.status();
+    if get("db_client_connection_max", &[])? != status.max_size as f64 {
+        return Err(format!("metrics: max disagrees with {status}"));
+    }
+    if idle + used > status.max_size as f64 {
+        return Err(format!(
+            "metrics: idle {idle} + used {used} over max_size: {status}"
+        ));
+    }
+    if quiet && (idle != status.idle as f64 || used != status.in_use as f64) {
+        return Err(format!(
+            "metrics: idle {idle} used {used} disagree with {status}"
+        ));
+    }
+    if !quiet && used == 0.0 {
+        return Err(format!(
+            "metrics: no connection in use under load: {status}"
+        ));
+    }
+    let created = get("db_client_connection_create_time_count", &[])?;
+    if quiet && created != status.counters.created as f64 {
+        return Err(format!(
+            "metrics: {created} connections created, status says {status}"
+        ));
     }
     Ok(())
 }
@@ -317,4 +461,22 @@ async fn request(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--load 16 --secs 2 --metrics 127.0.0.1:0`: the metrics endpoint scraped under
+    /// load and after it agrees with `pool.status()` (see `check_metrics`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_are_served_and_agree_with_status_under_load() {
+        let args = super::Args {
+            load: Some(16),
+            secs: 2,
+            port: 0,
+            metrics: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        };
+        super::run(args)
+            .await
+            .expect("the load run and its metrics checks");
+    }
 }
