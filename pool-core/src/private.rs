@@ -114,6 +114,7 @@ pub async fn finish_retrying<T, E: FromPoolError>(
     // wrapper hides the pool's error from the source chain; some types keep nothing).
     let body_retryable = body_retryable || tx.failed_retryably();
     let ctx = tx.ctx();
+    tx.record_attempt(attempt);
     let retried = || ctx.telemetry.retried();
     match result {
         Ok(value) => match tx.commit().await {

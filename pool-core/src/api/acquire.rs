@@ -26,6 +26,9 @@ pub struct Acquire<'db> {
     db: &'db Db,
     site: Site,
     checkout: Acquiring,
+    /// The `acquire` span and when it began, when a subscriber wants it.
+    #[cfg(feature = "spans")]
+    span: Option<(tracing::Span, tokio::time::Instant)>,
 }
 
 impl std::fmt::Debug for Acquire<'_> {
@@ -42,6 +45,8 @@ impl<'db> Acquire<'db> {
             db,
             site: Site(site),
             checkout: Acquiring::new(),
+            #[cfg(feature = "spans")]
+            span: None,
         }
     }
 }
@@ -52,9 +57,34 @@ impl<'db> Future for Acquire<'db> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let (db, site) = (this.db, this.site);
-        this.checkout.poll(&db.pool.shared, site, cx, |lease| {
+        #[cfg(not(feature = "spans"))]
+        return this.checkout.poll(&db.pool.shared, site, cx, |lease| {
             PooledConn::new(db, lease, site)
-        })
+        });
+        #[cfg(feature = "spans")]
+        if this.span.is_none() {
+            let span = tracing::debug_span!(
+                target: "pool_core",
+                "acquire",
+                code.site = %site,
+                waited_us = tracing::field::Empty,
+            );
+            if !span.is_disabled() {
+                this.span = Some((span, tokio::time::Instant::now()));
+            }
+        }
+        #[cfg(feature = "spans")]
+        {
+            let _entered = this.span.as_ref().map(|(span, _)| span.enter());
+            let polled = this.checkout.poll(&db.pool.shared, site, cx, |lease| {
+                PooledConn::new(db, lease, site)
+            });
+            if let (Poll::Ready(_), Some((span, started))) = (&polled, &this.span) {
+                let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                span.record("waited_us", waited);
+            }
+            polled
+        }
     }
 }
 

@@ -70,6 +70,17 @@ impl TxOptions {
         self
     }
 
+    /// The isolation level for spans: as the server names it, or `default`.
+    #[cfg(feature = "spans")]
+    fn isolation_name(&self) -> &'static str {
+        match self.isolation {
+            Some(Isolation::ReadCommitted) => "read committed",
+            Some(Isolation::RepeatableRead) => "repeatable read",
+            Some(Isolation::Serializable) => "serializable",
+            None => "default",
+        }
+    }
+
     pub(crate) fn begin_sql(&self) -> String {
         let mut modes: Vec<&str> = Vec::new();
         match self.isolation {
@@ -103,6 +114,9 @@ pub struct Tx<'c> {
     depth: u32,
     epoch: u64,
     done: bool,
+    /// The `transaction` span (disabled unless a subscriber wants it); ends with the Tx.
+    #[cfg(feature = "spans")]
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Tx<'_> {
@@ -128,6 +142,16 @@ impl Conn {
     /// Cancellation: as [`Conn::begin`].
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Tx<'_>> {
         let depth = self.tx().depth() + 1;
+        #[cfg(feature = "spans")]
+        let span = tracing::debug_span!(
+            target: "pool_core",
+            "transaction",
+            db.system.name = "postgresql",
+            db.transaction.isolation = options.isolation_name(),
+            depth,
+            attempt = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         if depth == 1 {
             self.control(Control::Begin(options.begin_sql())).await?;
         } else {
@@ -140,6 +164,8 @@ impl Conn {
             depth,
             epoch,
             done: false,
+            #[cfg(feature = "spans")]
+            span,
         })
     }
 }
@@ -160,6 +186,18 @@ impl<'c> Tx<'c> {
     /// a deadlock (what `#[transactional(retry)]` retries).
     pub(crate) fn failed_retryably(&self) -> bool {
         self.live().is_ok() && self.conn.tx().failed_retryably()
+    }
+
+    /// Records which attempt of a retrying transaction this is, on its span.
+    pub(crate) fn record_attempt(&self, _attempt: u32) {
+        #[cfg(feature = "spans")]
+        self.span.record("attempt", _attempt);
+    }
+
+    /// Records how the transaction ended, on its span.
+    fn outcome(&self, _outcome: &'static str) {
+        #[cfg(feature = "spans")]
+        self.span.record("outcome", _outcome);
     }
 
     /// The pool's context (counters, metrics), kept past the end of the transaction.
@@ -355,12 +393,19 @@ impl<'c> Tx<'c> {
         self.live()?;
         self.done = true;
         if self.conn.tx().is_aborted() {
+            self.outcome("rolled back: aborted");
             self.end(false).await?;
             return Err(Error::TransactionAborted {
                 reason: "a statement in this transaction failed or was cancelled, so it cannot commit",
             });
         }
-        self.end(true).await
+        let res = self.end(true).await;
+        self.outcome(if res.is_ok() {
+            "commit"
+        } else {
+            "commit failed"
+        });
+        res
     }
 
     /// Rolls back (a savepoint: rolls back to it and releases it).
@@ -373,6 +418,7 @@ impl<'c> Tx<'c> {
             return Ok(());
         }
         self.done = true;
+        self.outcome("rollback");
         self.end(false).await
     }
 
@@ -392,6 +438,7 @@ impl Drop for Tx<'_> {
         if self.done || self.live().is_err() {
             return;
         }
+        self.outcome("dropped: rolled back");
         self.conn.abandon_tx(self.depth);
     }
 }

@@ -376,6 +376,13 @@ impl Builder {
         self
     }
 
+    /// Put each statement's text in its tracing span (`db.query.text`). Off by default:
+    /// statement texts can hold data, and spans often leave the process.
+    pub fn trace_statement_text(mut self, on: bool) -> Self {
+        self.conn.trace_statement_text = on;
+        self
+    }
+
     /// How many prepared statements each connection caches (0 disables the cache; every
     /// statement is then prepared on each use).
     pub fn statement_cache_capacity(mut self, n: usize) -> Self {

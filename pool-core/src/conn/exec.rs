@@ -5,6 +5,9 @@
 use std::borrow::Cow;
 use std::future::Future;
 
+#[cfg(feature = "spans")]
+use tracing::Instrument;
+
 use bytes::Bytes;
 use pool_sql::{Classification, CopyDirection, Kind, Touches};
 use tokio::time::Instant;
@@ -305,9 +308,62 @@ impl Conn {
         self.run::<Streamed>(parts, params, place)
     }
 
+    /// The tracing span of a statement, with OpenTelemetry's database attribute names
+    /// (debug level, target `pool_core`); its fields are filled only when it is enabled.
+    #[cfg(feature = "spans")]
+    pub(crate) fn statement_span(&self, text: &str) -> tracing::Span {
+        let span = tracing::debug_span!(
+            target: "pool_core",
+            "statement",
+            otel.name = tracing::field::Empty,
+            db.system.name = "postgresql",
+            db.operation.name = tracing::field::Empty,
+            db.namespace = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+            db.query.text = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            let pg = &self.ctx.config.pg;
+            let operation = operation_name(text);
+            span.record("otel.name", operation.as_str());
+            span.record("db.operation.name", operation.as_str());
+            if let Some(db) = pg.get_dbname() {
+                span.record("db.namespace", db);
+            }
+            if let Some(tokio_postgres::config::Host::Tcp(host)) = pg.get_hosts().first() {
+                span.record("server.address", host.as_str());
+            }
+            span.record(
+                "server.port",
+                pg.get_ports().first().copied().unwrap_or(5432),
+            );
+            if self.ctx.config.trace_statement_text && !text.is_empty() {
+                span.record("db.query.text", text);
+            }
+        }
+        span
+    }
+
     /// Admits the statement, sends it the way this connection sends statements, and
-    /// settles the caches: the one path of every statement with parameters.
-    async fn run<O: Outcome>(
+    /// settles the caches: the one path of every statement with parameters (in its
+    /// span, with the `spans` feature).
+    fn run<'a, O: Outcome + 'a>(
+        &'a mut self,
+        parts: SqlParts<'a>,
+        params: &'a [&'a (dyn ToSql + Sync)],
+        place: Place,
+    ) -> impl Future<Output = Result<O::Out>> + Send + 'a {
+        #[cfg(feature = "spans")]
+        {
+            let span = self.statement_span(parts.text);
+            self.run_in::<O>(parts, params, place).instrument(span)
+        }
+        #[cfg(not(feature = "spans"))]
+        self.run_in::<O>(parts, params, place)
+    }
+
+    async fn run_in<O: Outcome>(
         &mut self,
         parts: SqlParts<'_>,
         params: &[&(dyn ToSql + Sync)],
@@ -389,7 +445,21 @@ impl Conn {
             .await
     }
 
-    pub(crate) async fn batch(&mut self, parts: SqlParts<'_>, place: Place) -> Result<()> {
+    pub(crate) fn batch<'a>(
+        &'a mut self,
+        parts: SqlParts<'a>,
+        place: Place,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        #[cfg(feature = "spans")]
+        {
+            let span = self.statement_span(parts.text);
+            self.batch_in(parts, place).instrument(span)
+        }
+        #[cfg(not(feature = "spans"))]
+        self.batch_in(parts, place)
+    }
+
+    async fn batch_in(&mut self, parts: SqlParts<'_>, place: Place) -> Result<()> {
         if parts.prepared.is_some() {
             return Err(Error::refused(
                 "<prepared statement>",
@@ -525,6 +595,30 @@ pub(crate) const POOLER_PREPARE_ADVICE: &str = "behind PgBouncer in transaction 
 const TX_ONLY_ADVICE: &str = "it only works inside a transaction (LOCK TABLE fails outside one, SET LOCAL does \
     nothing, and FOR UPDATE row locks or xact advisory locks are released when the statement ends); open one: \
     `let mut tx = conn.begin().await?;` or use #[transactional], and run it on the `Tx`";
+
+#[cfg(feature = "spans")]
+/// The operation of a statement for its span: its first keyword, with the second for
+/// the commands whose object matters (`LOCK TABLE`, `CREATE INDEX`…); `EXECUTE` for a
+/// prepared statement (its text is not kept).
+fn operation_name(text: &str) -> String {
+    let mut words = text
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty());
+    let Some(first) = words.next() else {
+        return "EXECUTE".to_owned();
+    };
+    let first = first.to_ascii_uppercase();
+    match first.as_str() {
+        "CREATE" | "DROP" | "ALTER" | "LOCK" | "TRUNCATE" | "COMMENT" => match words.next() {
+            Some(second) if second.chars().all(|c| c.is_ascii_alphabetic()) => {
+                format!("{first} {}", second.to_ascii_uppercase())
+            }
+            _ => first,
+        },
+        _ => first,
+    }
+}
 
 pub(crate) fn one_row(mut rows: Vec<Row>) -> Result<Row> {
     if rows.len() == 1 {

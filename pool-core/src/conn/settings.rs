@@ -46,6 +46,8 @@ pub(crate) struct ConnConfig {
     pub(crate) after_release: Option<CheckHook>,
     pub(crate) password_provider: Option<PasswordProvider>,
     pub(crate) statement_cache_capacity: usize,
+    /// Statement spans carry the statement's text.
+    pub(crate) trace_statement_text: bool,
     pub(crate) discard_prepared_on_return: bool,
     /// Statements run as unnamed, self-contained messages; session state is refused.
     pub(crate) pgbouncer_transaction_mode: bool,
@@ -68,6 +70,7 @@ impl Default for ConnConfig {
             after_release: None,
             password_provider: None,
             statement_cache_capacity: 256,
+            trace_statement_text: false,
             discard_prepared_on_return: false,
             pgbouncer_transaction_mode: false,
             cleanup_timeout: Duration::from_secs(5),

@@ -35,6 +35,7 @@ mod rows;
 mod seeds;
 mod send;
 mod server;
+mod spans;
 mod stream;
 mod tx;
 mod waiting;
