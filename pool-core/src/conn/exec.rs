@@ -8,7 +8,6 @@ use std::future::Future;
 #[cfg(feature = "spans")]
 use tracing::Instrument;
 
-use bytes::Bytes;
 use pool_sql::{Classification, CopyDirection, Kind, Touches};
 use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
@@ -152,7 +151,7 @@ impl Conn {
         Ok(class)
     }
 
-    async fn statement_for(
+    pub(super) async fn statement_for(
         &mut self,
         parts: &SqlParts<'_>,
         deadline: Option<Instant>,
@@ -258,7 +257,12 @@ impl Conn {
     }
 
     /// Applies what a statement's outcome means for the connection's caches.
-    fn settle<T>(&mut self, parts: &SqlParts<'_>, class: &Classification, res: &Result<T>) {
+    pub(super) fn settle<T>(
+        &mut self,
+        parts: &SqlParts<'_>,
+        class: &Classification,
+        res: &Result<T>,
+    ) {
         match res {
             Ok(_) => self.after_success(class),
             Err(e) => self.after_error(parts, e),
@@ -389,62 +393,6 @@ impl Conn {
         res
     }
 
-    /// Starts a `COPY … FROM STDIN`; the copy is in progress when this returns: the
-    /// caller finishes the sink, or drops it (the driver then aborts the copy).
-    pub(crate) async fn start_copy_in(
-        &mut self,
-        parts: SqlParts<'_>,
-        place: Place,
-    ) -> Result<tokio_postgres::CopyInSink<Bytes>> {
-        let deadline = self.deadline();
-        let class = self
-            .admit(&parts, place, deadline, Some(CopyDirection::In))
-            .await?;
-        let st = self.copy_statement(&parts, deadline).await?;
-        let (client, guard) = self.op(class.touches);
-        let res = guard.run(deadline, parts.text, client.copy_in(&st)).await;
-        self.settle(&parts, &class, &res);
-        res
-    }
-
-    /// Starts a `COPY … TO STDOUT`; the data is in flight when this returns: the caller
-    /// reads it to the end, or calls `abandon_stream`.
-    pub(crate) async fn start_copy_out(
-        &mut self,
-        parts: SqlParts<'_>,
-        place: Place,
-    ) -> Result<tokio_postgres::CopyOutStream> {
-        let deadline = self.deadline();
-        let class = self
-            .admit(&parts, place, deadline, Some(CopyDirection::Out))
-            .await?;
-        let st = self.copy_statement(&parts, deadline).await?;
-        let (client, guard) = self.op(class.touches);
-        let res = guard.run(deadline, parts.text, client.copy_out(&st)).await;
-        self.settle(&parts, &class, &res);
-        res
-    }
-
-    /// The statement a COPY runs as. The copy protocol takes a prepared statement;
-    /// behind a transaction-mode pooler it is prepared afresh inside the transaction
-    /// (which keeps one server connection), never cached.
-    async fn copy_statement(
-        &mut self,
-        parts: &SqlParts<'_>,
-        deadline: Option<Instant>,
-    ) -> Result<Statement> {
-        if !self.ctx.config.pgbouncer_transaction_mode {
-            return self.statement_for(parts, deadline).await;
-        }
-        if self.state.tx.depth() == 0 {
-            return Err(Error::refused(parts.text, POOLER_COPY_ADVICE));
-        }
-        let (client, guard) = self.op(Touches::empty());
-        guard
-            .run(deadline, parts.text, client.prepare(parts.text))
-            .await
-    }
-
     pub(crate) fn batch<'a>(
         &'a mut self,
         parts: SqlParts<'a>,
@@ -525,7 +473,10 @@ pub(crate) fn placement_as(
         Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
     };
     if class.copy != copy {
-        return Err(Error::refused(parts.text, copy_advice(class.copy, copy)));
+        return Err(Error::refused(
+            parts.text,
+            super::copy::copy_advice(class.copy, copy),
+        ));
     }
     if copy.is_some() && class.statements != 1 {
         return Err(Error::refused(
@@ -545,39 +496,6 @@ pub(crate) fn placement_as(
         _ => Err(Error::refused(parts.text, TX_ONLY_ADVICE)),
     }
 }
-
-/// What to use instead when a statement meets a method for the other kind of COPY.
-fn copy_advice(is: Option<CopyDirection>, expected: Option<CopyDirection>) -> &'static str {
-    match (is, expected) {
-        (Some(CopyDirection::In), None) => {
-            "`COPY … FROM STDIN` sends its data through the client, which `execute` and `query` cannot do; use \
-             `copy_in`: `let mut sink = conn.copy_in(\"COPY …\").await?;`, send the data as `Bytes`, then \
-             `sink.finish().await?`"
-        }
-        (Some(CopyDirection::Out), None) => {
-            "`COPY … TO STDOUT` sends its data through the client, which `execute` and `query` cannot read; use \
-             `copy_out`: `let data = conn.copy_out(\"COPY …\").await?;` is a stream of `Bytes`"
-        }
-        (Some(CopyDirection::Out), Some(CopyDirection::In)) => {
-            "this COPY writes TO STDOUT: read it with `copy_out`; `copy_in` takes a `COPY … FROM STDIN`"
-        }
-        (Some(CopyDirection::In), Some(CopyDirection::Out)) => {
-            "this COPY reads FROM STDIN: feed it with `copy_in`; `copy_out` takes a `COPY … TO STDOUT`"
-        }
-        (None, Some(CopyDirection::In)) => {
-            "`copy_in` takes a `COPY table [(columns)] FROM STDIN …`; run other statements (and a COPY from a \
-             server file) with `execute`"
-        }
-        _ => {
-            "`copy_out` takes a `COPY table TO STDOUT …` or `COPY (SELECT …) TO STDOUT`; read rows with `query` \
-             or `query_stream`, and run a COPY to a server file with `execute`"
-        }
-    }
-}
-
-const POOLER_COPY_ADVICE: &str = "behind PgBouncer in transaction mode (`pgbouncer_transaction_mode`) a COPY \
-    goes through a prepared statement, which lives on one server connection: run the COPY inside a \
-    transaction (`conn.begin()` or #[transactional]), which keeps one server connection throughout";
 
 const SESSION_ADVICE: &str = "it changes session state (SET, LISTEN, advisory lock, temp table, currval…), which is \
     lost when a one-shot statement's connection goes back to the pool; run it on a held connection: \

@@ -13,6 +13,7 @@
 mod cache;
 mod clean;
 mod connector;
+mod copy;
 mod exec;
 mod guard;
 mod ident;
