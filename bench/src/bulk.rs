@@ -86,44 +86,66 @@ fn chunk(from: usize, rows: usize) -> Bytes {
     Bytes::from(s)
 }
 
+/// Reads a row stream to its end, touching both columns of each row; the rows seen.
+async fn read_rows<E: std::fmt::Debug>(
+    rows: impl futures::Stream<Item = Result<tokio_postgres::Row, E>>,
+) -> usize {
+    let mut rows = std::pin::pin!(rows);
+    let mut seen = 0;
+    while let Some(row) = rows.next().await {
+        let row = row.unwrap();
+        let g: i32 = row.get(0);
+        let s: &str = row.get(1);
+        seen += usize::from(g > 0 && !s.is_empty());
+    }
+    seen
+}
+
+/// Reads COPY data to its end; the lines (rows) seen.
+async fn read_lines<E: std::fmt::Debug>(
+    data: impl futures::Stream<Item = Result<Bytes, E>>,
+) -> usize {
+    let mut data = std::pin::pin!(data);
+    let mut lines = 0;
+    while let Some(chunk) = data.next().await {
+        lines += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
+    }
+    lines
+}
+
+/// Sends `n` rows into a COPY sink, in chunks of [`CHUNK_ROWS`].
+async fn send_rows<E: std::fmt::Debug>(
+    sink: &mut (impl futures::Sink<Bytes, Error = E> + Unpin),
+    n: usize,
+) {
+    let mut from = 0;
+    while from < n {
+        let rows = CHUNK_ROWS.min(n - from);
+        sink.send(chunk(from, rows)).await.unwrap();
+        from += rows;
+    }
+}
+
+/// The rows of a collected result, counted (touching the first column).
+fn count_collected(rows: &[tokio_postgres::Row]) -> usize {
+    rows.iter().filter(|r| r.get::<_, i32>(0) > 0).count()
+}
+
 async fn run_pool_core(op: Op, n: usize, pool: &pool_core::Pool) -> usize {
     let mut db = pool.db();
     let mut conn = db.acquire().await.unwrap();
     let n32 = i32::try_from(n).unwrap();
     match op {
-        Op::Collect => {
-            let rows = conn.query(QUERY, &[&n32]).await.unwrap();
-            rows.iter().filter(|r| r.get::<_, i32>(0) > 0).count()
-        }
-        Op::Stream => {
-            let mut rows = conn.query_stream(QUERY, &[&n32]).await.unwrap();
-            let mut seen = 0;
-            while let Some(row) = rows.next().await {
-                let row = row.unwrap();
-                let g: i32 = row.get(0);
-                let s: &str = row.get(1);
-                seen += usize::from(g > 0 && !s.is_empty());
-            }
-            seen
-        }
+        Op::Collect => count_collected(&conn.query(QUERY, &[&n32]).await.unwrap()),
+        Op::Stream => read_rows(conn.query_stream(QUERY, &[&n32]).await.unwrap()).await,
         Op::CopyOut => {
             let sql = COPY_OUT.replace("%N%", &n.to_string());
-            let mut data = conn.copy_out(sql.as_str()).await.unwrap();
-            let mut lines = 0;
-            while let Some(chunk) = data.next().await {
-                lines += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
-            }
-            lines
+            read_lines(conn.copy_out(sql.as_str()).await.unwrap()).await
         }
         Op::CopyIn => {
             conn.batch_execute("TRUNCATE bench_bulk").await.unwrap();
             let mut sink = conn.copy_in(COPY_IN).await.unwrap();
-            let mut from = 0;
-            while from < n {
-                let rows = CHUNK_ROWS.min(n - from);
-                sink.send(chunk(from, rows)).await.unwrap();
-                from += rows;
-            }
+            send_rows(&mut sink, n).await;
             usize::try_from(sink.finish().await.unwrap()).unwrap()
         }
     }
@@ -132,43 +154,20 @@ async fn run_pool_core(op: Op, n: usize, pool: &pool_core::Pool) -> usize {
 async fn run_raw(op: Op, n: usize, client: &tokio_postgres::Client) -> usize {
     let n32 = i32::try_from(n).unwrap();
     match op {
-        Op::Collect => {
-            let rows = client.query(QUERY, &[&n32]).await.unwrap();
-            rows.iter().filter(|r| r.get::<_, i32>(0) > 0).count()
-        }
+        Op::Collect => count_collected(&client.query(QUERY, &[&n32]).await.unwrap()),
         Op::Stream => {
             let st = client.prepare(QUERY).await.unwrap();
-            let rows = client.query_raw(&st, [&n32]).await.unwrap();
-            let mut rows = std::pin::pin!(rows);
-            let mut seen = 0;
-            while let Some(row) = rows.next().await {
-                let row = row.unwrap();
-                let g: i32 = row.get(0);
-                let s: &str = row.get(1);
-                seen += usize::from(g > 0 && !s.is_empty());
-            }
-            seen
+            read_rows(client.query_raw(&st, [&n32]).await.unwrap()).await
         }
         Op::CopyOut => {
             let sql = COPY_OUT.replace("%N%", &n.to_string());
-            let data = client.copy_out(sql.as_str()).await.unwrap();
-            let mut data = std::pin::pin!(data);
-            let mut lines = 0;
-            while let Some(chunk) = data.next().await {
-                lines += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
-            }
-            lines
+            read_lines(client.copy_out(sql.as_str()).await.unwrap()).await
         }
         Op::CopyIn => {
             client.batch_execute("TRUNCATE bench_bulk").await.unwrap();
             let sink = client.copy_in::<_, Bytes>(COPY_IN).await.unwrap();
             let mut sink = std::pin::pin!(sink);
-            let mut from = 0;
-            while from < n {
-                let rows = CHUNK_ROWS.min(n - from);
-                sink.send(chunk(from, rows)).await.unwrap();
-                from += rows;
-            }
+            send_rows(&mut sink, n).await;
             usize::try_from(sink.finish().await.unwrap()).unwrap()
         }
     }
