@@ -113,9 +113,14 @@ pub async fn finish_retrying<T, E: FromPoolError>(
     // failure or a deadlock, whatever the body's error type made of it (a transparent
     // wrapper hides the pool's error from the source chain; some types keep nothing).
     let body_retryable = body_retryable || tx.failed_retryably();
-    let ctx = tx.ctx();
     tx.record_attempt(attempt);
-    let retried = || ctx.telemetry.retried();
+    // The transaction is consumed by its commit or rollback; keep what counts retries.
+    #[cfg(feature = "metrics")]
+    let ctx = tx.ctx();
+    let retried = || {
+        #[cfg(feature = "metrics")]
+        ctx.telemetry.retried();
+    };
     match result {
         Ok(value) => match tx.commit().await {
             Ok(()) => Next::Return(Ok(value)),

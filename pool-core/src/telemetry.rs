@@ -392,8 +392,6 @@ mod imp {
             Telemetry
         }
         #[inline(always)]
-        pub(crate) fn publish(&self, _idle: usize, _used: usize, _pending: usize) {}
-        #[inline(always)]
         pub(crate) fn resized(&self, _max_size: usize) {}
         #[inline(always)]
         pub(crate) fn timed_out(&self, _n: u64) {}
@@ -411,8 +409,6 @@ mod imp {
         pub(crate) fn leak_warned(&self) {}
         #[inline(always)]
         pub(crate) fn statement_timed_out(&self) {}
-        #[inline(always)]
-        pub(crate) fn retried(&self) {}
     }
 }
 

@@ -201,6 +201,7 @@ impl<'c> Tx<'c> {
     }
 
     /// The pool's context (counters, metrics), kept past the end of the transaction.
+    #[cfg(feature = "metrics")]
     pub(crate) fn ctx(&self) -> std::sync::Arc<crate::conn::Ctx> {
         self.conn.ctx()
     }

@@ -133,6 +133,7 @@ impl Conn {
     }
 
     /// What this connection shares with its pool (settings, counters, metrics).
+    #[cfg(feature = "metrics")]
     pub(crate) fn ctx(&self) -> Arc<Ctx> {
         Arc::clone(&self.ctx)
     }

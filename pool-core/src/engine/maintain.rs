@@ -96,6 +96,7 @@ pub(super) async fn run(pool: Weak<Shared>) {
             return;
         }
         pass(&shared);
+        #[cfg(feature = "metrics")]
         shared.publish_metrics();
     }
 }

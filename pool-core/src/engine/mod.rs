@@ -137,6 +137,7 @@ impl Shared {
 
     /// Publishes the connection and waiter counts and what the local histograms
     /// gathered since the last time (every maintenance pass, at least once a second).
+    #[cfg(feature = "metrics")]
     pub(super) fn publish_metrics(&self) {
         let (idle, used, pending) = {
             let st = self.lock();
