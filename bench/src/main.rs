@@ -13,6 +13,9 @@
 //! dropped at the end. The last line printed is the summary:
 //! `summary: checkout_vs_best_peer=<x> select1_vs_limit=<y> fairness=<z>`.
 //!
+//! `--plot-faults DIR` draws the faults suite's sampler timelines found in DIR (see
+//! `bench/fault-plots.sh`) and needs no server.
+//!
 //! `--callgrind IMPL --iters N [--op checkout|yield|select1] [--pool P] [--tasks T]` runs
 //! N operations on one thread and nothing else, for instruction counts under
 //! `valgrind --tool=callgrind` (see `bench/callgrind.sh`).
@@ -28,6 +31,7 @@ mod plot;
 mod report;
 mod run;
 mod stats;
+mod timeline;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -242,6 +246,7 @@ struct Args {
     only: Vec<String>,
     filter: Option<String>,
     callgrind: Option<Profile>,
+    plot_faults: Option<PathBuf>,
 }
 
 fn usage() -> ! {
@@ -252,6 +257,7 @@ fn usage() -> ! {
         .collect();
     eprintln!(
         "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth,bulk] [--filter TEXT]\n       \
+         bench --plot-faults DIR\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
         keys.join(", ")
@@ -276,6 +282,7 @@ fn parse_args() -> Args {
         only: Vec::new(),
         filter: None,
         callgrind: None,
+        plot_faults: None,
     };
     let mut callgrind_impl = None;
     let mut iters = 100_000;
@@ -287,6 +294,9 @@ fn parse_args() -> Args {
         match a.as_str() {
             "--quick" => args.quick = true,
             "--filter" => args.filter = Some(it.next().unwrap_or_else(|| usage())),
+            "--plot-faults" => {
+                args.plot_faults = Some(PathBuf::from(it.next().unwrap_or_else(|| usage())))
+            }
             "--out" => args.out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
             "--only" => {
                 args.only = it
@@ -336,6 +346,16 @@ fn main() {
     )
     .unwrap_or_else(|e| panic!("metrics recorder: {e}"));
     let args = parse_args();
+    if let Some(dir) = &args.plot_faults {
+        match timeline::plot_dir(dir) {
+            Ok(files) => println!("wrote {} into {}", files.join(", "), dir.display()),
+            Err(e) => {
+                eprintln!("bench --plot-faults: {e}");
+                std::process::exit(1)
+            }
+        }
+        return;
+    }
     let started = Instant::now();
     // The server (DATABASE_URL or a private cluster) and a fresh database for this run,
     // dropped when `db` is.

@@ -14,7 +14,8 @@ use crate::impls::Impl;
 use crate::report::{Agg, dur, rate};
 use crate::{GroupResult, POOLS, Scenario};
 
-const FONT: &str = "sans-serif";
+/// The family every plot writes in.
+pub(crate) const FONT: &str = "sans-serif";
 
 const FONT_FILES: [&str; 6] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -26,7 +27,7 @@ const FONT_FILES: [&str; 6] = [
 ];
 
 /// Registers a system TrueType font as `sans-serif`, once.
-fn font() -> Result<(), String> {
+pub(crate) fn font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let from_fc = std::process::Command::new("fc-match")
@@ -91,7 +92,7 @@ fn color(imp: Impl) -> RGBColor {
     }
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 

@@ -13,9 +13,17 @@
 //! heals) are out of the pool's reach and not counted. With `map_holders` off (through PgBouncer, where server pids are not the
 //! pool's), only "idle in transaction longer than the grace period" is checked on the
 //! server.
+//!
+//! The sampler also keeps the pool's timeline (size, idle, in use, connecting, waiting at
+//! every sample) and the scenario's marks ([`Sampler::mark`]: "server stopped", …). With
+//! `FAULTS_PLOTS` set to a directory, [`SamplerReport::write_trace`] writes them there as
+//! `<scenario>.csv`, which `cargo run -p bench -- --plot-faults DIR` draws
+//! (`bench/fault-plots.sh` does both).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::Pool;
@@ -75,6 +83,76 @@ pub struct SamplerReport {
     pub max_server_backends: usize,
     /// Every broken invariant.
     pub violations: Vec<String>,
+    /// The pool at every sample.
+    pub timeline: Vec<Point>,
+    /// What the scenario did, and when ([`Sampler::mark`]).
+    pub marks: Vec<Mark>,
+}
+
+/// The pool at one sample, `at` after the sampler started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Point {
+    /// Since the sampler started.
+    pub at: Duration,
+    /// Connections open or being opened (idle + in use + connecting).
+    pub size: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Connections handed out.
+    pub in_use: usize,
+    /// Connects in progress.
+    pub connecting: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+    /// The longest any connection out now has been held.
+    pub longest_held: Duration,
+}
+
+/// A moment of the scenario: a fault injected or healed.
+#[derive(Clone, Debug)]
+pub struct Mark {
+    /// Since the sampler started.
+    pub at: Duration,
+    /// What happened, in a few words.
+    pub label: String,
+}
+
+impl SamplerReport {
+    /// With `FAULTS_PLOTS` set, writes the timeline and the marks to
+    /// `$FAULTS_PLOTS/<scenario>.csv` (`# mark,<ms>,<label>` lines, then a header and one
+    /// row per sample) and returns the path; otherwise does nothing.
+    pub fn write_trace(&self, scenario: &str) -> std::io::Result<Option<PathBuf>> {
+        let Some(dir) = std::env::var_os("FAULTS_PLOTS") else {
+            return Ok(None);
+        };
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{scenario}.csv"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for m in &self.marks {
+            let label = m.label.replace('\n', " ");
+            writeln!(out, "# mark,{:.1},{label}", m.at.as_secs_f64() * 1e3)?;
+        }
+        writeln!(
+            out,
+            "t_ms,size,idle,in_use,connecting,waiting,longest_held_ms"
+        )?;
+        for p in &self.timeline {
+            writeln!(
+                out,
+                "{:.1},{},{},{},{},{},{:.1}",
+                p.at.as_secs_f64() * 1e3,
+                p.size,
+                p.idle,
+                p.in_use,
+                p.connecting,
+                p.waiting,
+                p.longest_held.as_secs_f64() * 1e3
+            )?;
+        }
+        out.flush()?;
+        Ok(Some(path))
+    }
 }
 
 impl std::fmt::Display for SamplerReport {
@@ -97,6 +175,8 @@ impl std::fmt::Display for SamplerReport {
 pub struct Sampler {
     stop: watch::Sender<bool>,
     task: JoinHandle<SamplerReport>,
+    started: Instant,
+    marks: Arc<Mutex<Vec<Mark>>>,
 }
 
 const QUERY: &str = "SELECT a.pid, coalesce(a.state, ''), coalesce(a.client_port, 0), \
@@ -110,17 +190,44 @@ impl Sampler {
     /// Starts sampling `pool` on the current runtime.
     pub fn start(pool: Pool, config: SamplerConfig, proxy: Option<ProxyView>) -> Sampler {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(pool, config, proxy, stop_rx));
-        Sampler { stop, task }
+        let started = Instant::now();
+        let task = tokio::spawn(run(pool, config, proxy, stop_rx, started));
+        Sampler {
+            stop,
+            task,
+            started,
+            marks: Arc::default(),
+        }
+    }
+
+    /// Marks this moment of the timeline: what the scenario does now (a fault, a heal).
+    pub fn mark(&self, label: impl Into<String>) {
+        self.mark_at(Instant::now(), label);
+    }
+
+    /// Marks a moment of the timeline known in advance or after the fact (a deadline).
+    pub fn mark_at(&self, at: Instant, label: impl Into<String>) {
+        let mark = Mark {
+            at: at.saturating_duration_since(self.started),
+            label: label.into(),
+        };
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mark);
     }
 
     /// Stops sampling and returns what was seen.
     pub async fn stop(self) -> SamplerReport {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or_else(|e| SamplerReport {
+        let mut report = self.task.await.unwrap_or_else(|e| SamplerReport {
             violations: vec![format!("the sampler task failed: {e}")],
             ..SamplerReport::default()
-        })
+        });
+        let mut marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|e| e.into_inner()));
+        marks.sort_by_key(|m| m.at);
+        report.marks = marks;
+        report
     }
 }
 
@@ -157,6 +264,7 @@ async fn run(
     config: SamplerConfig,
     proxy: Option<ProxyView>,
     mut stop: watch::Receiver<bool>,
+    started: Instant,
 ) -> SamplerReport {
     let mut report = SamplerReport::default();
     let mut interval = tokio::time::interval(config.period);
@@ -176,6 +284,20 @@ async fn run(
         }
         report.samples += 1;
         let status = pool.status();
+        report.timeline.push(Point {
+            at: started.elapsed(),
+            size: status.size,
+            idle: status.idle,
+            in_use: status.in_use,
+            connecting: status.connecting,
+            waiting: status.waiting,
+            longest_held: pool
+                .holders()
+                .iter()
+                .map(|h| h.held_for)
+                .max()
+                .unwrap_or_default(),
+        });
         report.max_pool_size = report.max_pool_size.max(status.size);
         if status.size > status.max_size {
             report.violations.push(format!(

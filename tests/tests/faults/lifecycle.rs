@@ -78,7 +78,11 @@ async fn leak_warning_exactly_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
     let pid = pid_rx.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    sampler.mark("3 checkouts: 2 long, 1 brief");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sampler.mark("leak threshold (300 ms)");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    sampler.mark("one leaked backend terminated");
     admin
         .execute("SELECT pg_terminate_backend($1, 5000)", &[&pid])
         .await

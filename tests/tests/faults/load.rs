@@ -38,6 +38,7 @@ async fn exhaustion_and_fifo_with_25000_waiters() {
     let log: Arc<Mutex<Vec<Entry>>> = Arc::new(Mutex::new(Vec::with_capacity(WAITERS)));
     let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
+    sampler.mark("storm starts (250 tasks / 10 ms)");
     let mut tasks = Vec::with_capacity(WAITERS);
     // The storm arrives within one second (250 every 10 ms), so at its height some
     // 20,000 tasks wait at once, and their deadlines fall as they arrived.
@@ -89,6 +90,11 @@ async fn exhaustion_and_fifo_with_25000_waiters() {
             })
         }));
     }
+    sampler.mark(format!("{WAITERS} arrived"));
+    sampler.mark_at(
+        started + rig.settings.acquire,
+        "the first arrivals' deadline (3 s)",
+    );
     for t in tasks {
         t.await.unwrap();
     }
@@ -222,6 +228,7 @@ async fn connection_spike_with_slow_connects() {
         }
     };
     // Spike 1: 10 tasks at once, each needing a connection for 50 ms.
+    sampler.mark("10 tasks, connects take 300 ms");
     let failures = run(10, Duration::from_millis(50), rig.settings.acquire).await;
     let created_1 = rig.pool.status().counters.created;
     figures.add(
@@ -234,6 +241,7 @@ async fn connection_spike_with_slow_connects() {
         "created {created_1} connections for 10 tasks"
     );
     // Spike 2: 10 more at once find 10 idle connections: nothing new is opened.
+    sampler.mark("10 more");
     let failures = run(10, Duration::from_millis(50), rig.settings.acquire).await;
     let created_2 = rig.pool.status().counters.created;
     figures.add("second spike of 10: created", created_2 - created_1);
@@ -245,6 +253,7 @@ async fn connection_spike_with_slow_connects() {
     // Spike 3: 60 tasks at once, 30 of which give up after 100 ms (before any connect
     // finishes); the pool may not open more than max_size, nor more than were waiting.
     peak.store(0, Ordering::SeqCst);
+    sampler.mark("60 tasks, 30 give up at 100 ms");
     let patient = run(30, Duration::from_millis(20), rig.settings.acquire);
     let impatient = run(30, Duration::from_millis(20), Duration::from_millis(100));
     let (failed_patient, _) = tokio::join!(patient, impatient);

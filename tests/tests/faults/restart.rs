@@ -39,6 +39,7 @@ async fn server_restart_fast_and_immediate_under_load() {
         let work = rig.workload();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let down = Instant::now();
+        sampler.mark(format!("stop ({mode})"));
         if immediate {
             rig.cluster().stop_immediate().await.unwrap();
         } else {
@@ -47,6 +48,7 @@ async fn server_restart_fast_and_immediate_under_load() {
         // Down for a moment with the workload knocking.
         tokio::time::sleep(Duration::from_millis(500)).await;
         rig.cluster().start().await.unwrap();
+        sampler.mark("started");
         figures.add(
             &format!("{mode} restart: server unreachable for"),
             format!("{} ms", down.elapsed().as_millis()),
@@ -289,6 +291,11 @@ async fn deaf_startup_and_stopped_postmaster() {
         };
         let work = rig.workload();
         tokio::time::sleep(Duration::from_millis(500)).await;
+        sampler.mark(if stopped {
+            "postmaster stopped, backends killed"
+        } else {
+            "connects deaf, backends killed"
+        });
         if stopped {
             rig.cluster().pause().unwrap();
         } else {
@@ -303,6 +310,7 @@ async fn deaf_startup_and_stopped_postmaster() {
         } else {
             rig.proxy.set_accept(Accept::Forward).await;
         }
+        sampler.mark("answers again");
         work.signal_stop();
         let health = rig
             .health(

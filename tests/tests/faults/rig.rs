@@ -213,20 +213,37 @@ impl Rig {
         assert!(ok, "not warm: {}", self.pool.status());
     }
 
-    /// Terminates the pool's backends (only idle ones if `idle_only`); returns how many.
+    /// Terminates the pool's backends (only idle ones if `idle_only`), all at once, and
+    /// waits (up to 5 s) until the server lists none of them; returns how many.
+    ///
+    /// Not `pg_terminate_backend(pid, timeout)`: it signals one backend at a time and waits
+    /// for the process to be gone, which under a stopped postmaster (no one reaps the
+    /// exited backends) is the whole timeout per backend.
     pub async fn terminate(&self, client: &Client, idle_only: bool) -> i64 {
-        let sql = if idle_only {
-            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = $2 AND state = 'idle'"
-        } else {
-            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = $2"
-        };
-        client
-            .query_one(sql, &[&self.dbname, &self.app])
+        let state = idle_only.then_some("idle");
+        let pids = self.backends(client, state).await;
+        let pids: Vec<i32> = client
+            .query(
+                "SELECT p FROM unnest($1::int4[]) p WHERE pg_terminate_backend(p)",
+                &[&pids],
+            )
             .await
             .unwrap()
-            .get(0)
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let gone = eventually(Duration::from_secs(5), || async {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[&pids],
+                )
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+        })
+        .await;
+        assert!(gone, "terminated backends {pids:?} still listed after 5 s");
+        pids.len() as i64
     }
 
     /// Pids of the pool's backends in `state` (any state if `None`).
@@ -291,6 +308,11 @@ impl Rig {
                 status.counters.rollbacks_on_return
             ),
         );
+        match sampled.write_trace(&self.name) {
+            Ok(Some(path)) => figures.add("timeline", path.display()),
+            Ok(None) => {}
+            Err(e) => figures.add("timeline not written", e),
+        }
         figures.print();
         let mut problems = Vec::new();
         if !ledger.is_consistent() {
