@@ -339,12 +339,15 @@ fn parse_args() -> Args {
 
 fn main() {
     // With the `metrics` feature every pool records into a real recorder, as in a
-    // service that exports its metrics.
+    // service that exports its metrics; `BENCH_RECORDER=none` leaves the facade without
+    // one, which measures the pool's own share of the cost.
     #[cfg(feature = "metrics")]
-    metrics::set_global_recorder(
-        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
-    )
-    .unwrap_or_else(|e| panic!("metrics recorder: {e}"));
+    if std::env::var("BENCH_RECORDER").as_deref() != Ok("none") {
+        metrics::set_global_recorder(
+            metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+        )
+        .unwrap_or_else(|e| panic!("metrics recorder: {e}"));
+    }
     let args = parse_args();
     if let Some(dir) = &args.plot_faults {
         match timeline::plot_dir(dir) {

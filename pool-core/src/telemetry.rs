@@ -14,7 +14,8 @@
 //! | `db.client.connection.create_time` | histogram | `s` | |
 //! | `db.client.connection.wait_time` | histogram | `s` | |
 //! | `db.client.connection.use_time` | histogram | `s` | |
-//! | `pool_core.connection.hold_time` | histogram | `s` | `code.site` = `file:line` of the checkout |
+//! | `pool_core.connection.hold_time` | counter | `us` | `code.site` = `file:line` of the checkout |
+//! | `pool_core.connection.checkouts` | counter | `{checkout}` | `code.site` |
 //! | `pool_core.connection.discards` | counter | `{connection}` | `pool_core.discard.reason` |
 //! | `pool_core.nested_checkout.refusals` | counter | `{checkout}` | |
 //! | `pool_core.leak.warnings` | counter | `{warning}` | |
@@ -24,11 +25,20 @@
 //! Every instrument also carries `db.client.connection.pool.name` (the builder's `name`,
 //! else `host:port`).
 //!
+//! Hold time by site is the total time connections checked out there were held
+//! (`hold_time`, microseconds) with the number of checkouts that came back
+//! (`checkouts`): their ratio is the mean hold, `rate(hold_time) / rate(checkouts)` in
+//! PromQL.
+//! Counters rather than a histogram per site: two series per site instead of one per
+//! bucket, and no sample per checkout for the exporter to store.
+//!
 //! Cost on the checkout path: the gauges are published by the maintenance pass (at least
-//! once a second), not at every change; hold times (and so `use_time`) and waits are
-//! counted into pool-local buckets, two per octave (±20 %), by an atomic add, and handed
-//! to the recorder at the same pass as bucket midpoints with their counts. `create_time`
-//! and the counters go to the recorder at once.
+//! once a second), not at every change; hold times and waits are counted into
+//! pool-local buckets, two per octave (±20 %), by an atomic add, and handed to the
+//! recorder at the same pass as bucket midpoints with their counts: each site has its
+//! own buckets (its count, and merged over the sites `use_time`) and its total, two
+//! atomic adds per give-back. `create_time` and the other counters go to the recorder
+//! at once.
 
 #[cfg(feature = "metrics")]
 mod imp {
@@ -67,18 +77,94 @@ mod imp {
             self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
         }
 
-        /// Hands the counts gathered since the last flush to `to` (and `also`).
-        fn flush(&self, to: Option<&Histogram>, also: &Histogram) {
-            for (i, b) in self.buckets.iter().enumerate() {
+        /// Moves the counts gathered since the last drain into `into`; returns how many.
+        fn drain(&self, into: &mut [u64; BUCKETS]) -> u64 {
+            let mut total = 0;
+            for (b, sum) in self.buckets.iter().zip(into.iter_mut()) {
                 let n = b.swap(0, Relaxed);
-                if n > 0 {
-                    let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    if let Some(to) = to {
-                        to.record_many(midpoint_of(i), n);
-                    }
-                    also.record_many(midpoint_of(i), n);
-                }
+                *sum += n;
+                total += n;
             }
+            total
+        }
+
+        /// Hands the counts gathered since the last flush to `to`.
+        fn flush(&self, to: &Histogram) {
+            let mut counts = [0; BUCKETS];
+            self.drain(&mut counts);
+            record(&counts, to);
+        }
+    }
+
+    /// Hands bucket counts to the recorder, as the buckets' midpoints.
+    fn record(counts: &[u64; BUCKETS], to: &Histogram) {
+        for (i, n) in counts.iter().enumerate() {
+            if *n > 0 {
+                to.record_many(midpoint_of(i), usize::try_from(*n).unwrap_or(usize::MAX));
+            }
+        }
+    }
+
+    /// One checkout site's holds since the last flush: their total and their histogram
+    /// (which also counts them, and merged over the sites is `use_time`). Two atomic adds
+    /// per give-back.
+    struct Holds {
+        nanos: AtomicU64,
+        buckets: Local,
+    }
+
+    impl Holds {
+        fn new() -> Holds {
+            Holds {
+                nanos: AtomicU64::new(0),
+                buckets: Local::new(),
+            }
+        }
+
+        #[inline]
+        fn record(&self, nanos: u64) {
+            self.nanos.fetch_add(nanos, Relaxed);
+            self.buckets.record(nanos);
+        }
+
+        fn is_empty(&self) -> bool {
+            self.nanos.load(Relaxed) == 0
+                && self.buckets.buckets.iter().all(|b| b.load(Relaxed) == 0)
+        }
+    }
+
+    /// The recorder's instruments of one site, registered at its first flush.
+    struct SiteHandles {
+        hold_time: Counter,
+        checkouts: Counter,
+        /// Nanoseconds not yet handed over (the counter counts whole microseconds).
+        carry: u64,
+    }
+
+    impl SiteHandles {
+        /// Registers the instruments of `site` (`None`: the sites beyond the table).
+        fn new(pool: &SharedString, site: Option<Site>) -> SiteHandles {
+            let site = site.map_or_else(
+                || "other".to_owned(),
+                |s| format!("{}:{}", s.file(), s.line()),
+            );
+            let labels = [
+                metrics::Label::new(POOL, pool.clone()),
+                metrics::Label::new("code.site", site),
+            ];
+            SiteHandles {
+                hold_time: metrics::counter!("pool_core.connection.hold_time", labels.iter()),
+                checkouts: metrics::counter!("pool_core.connection.checkouts", labels.iter()),
+                carry: 0,
+            }
+        }
+
+        /// Hands over `holds`, adding their histogram to `uses`.
+        fn flush(&mut self, holds: &Holds, uses: &mut [u64; BUCKETS]) {
+            let nanos = holds.nanos.swap(0, Relaxed) + self.carry;
+            self.carry = nanos % 1_000;
+            self.hold_time.increment(nanos / 1_000);
+            self.checkouts.increment(holds.buckets.drain(uses));
         }
     }
 
@@ -108,11 +194,11 @@ mod imp {
     struct Sites {
         keys: [AtomicUsize; SITES],
         sites: [OnceLock<Site>; SITES],
-        hists: Box<[Local]>,
-        /// Sites beyond the table's capacity.
-        overflow: Local,
-        /// The recorder's histogram of each site, registered at its first flush.
-        handles: Mutex<Vec<Option<Histogram>>>,
+        holds: Box<[Holds]>,
+        /// Sites beyond the table's capacity (`code.site` = `other`).
+        overflow: Holds,
+        /// The recorder's instruments of each site and of the overflow (last).
+        handles: Mutex<Vec<Option<SiteHandles>>>,
     }
 
     impl Sites {
@@ -120,27 +206,27 @@ mod imp {
             Sites {
                 keys: std::array::from_fn(|_| AtomicUsize::new(0)),
                 sites: std::array::from_fn(|_| OnceLock::new()),
-                hists: (0..SITES).map(|_| Local::new()).collect(),
-                overflow: Local::new(),
-                handles: Mutex::new(vec![None; SITES]),
+                holds: (0..SITES).map(|_| Holds::new()).collect(),
+                overflow: Holds::new(),
+                handles: Mutex::new((0..=SITES).map(|_| None).collect()),
             }
         }
 
-        /// The histogram of `site`, claiming a free slot the first time.
+        /// The holds of `site`, claiming a free slot the first time.
         #[inline]
-        fn of(&self, site: Site) -> &Local {
+        fn of(&self, site: Site) -> &Holds {
             let key = std::ptr::from_ref(site.0) as usize;
             let start = (key >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
             for step in 0..SITES {
                 let slot = (start + step) % SITES;
                 match self.keys[slot].load(Acquire) {
-                    k if k == key => return &self.hists[slot],
+                    k if k == key => return &self.holds[slot],
                     0 => match self.keys[slot].compare_exchange(0, key, AcqRel, Acquire) {
                         Ok(_) => {
                             let _ = self.sites[slot].set(site);
-                            return &self.hists[slot];
+                            return &self.holds[slot];
                         }
-                        Err(k) if k == key => return &self.hists[slot],
+                        Err(k) if k == key => return &self.holds[slot],
                         Err(_) => {}
                     },
                     _ => {}
@@ -220,10 +306,15 @@ mod imp {
             Unit::Seconds,
             "The time between borrowing a connection and returning it to the pool"
         );
-        describe_histogram!(
+        describe_counter!(
             "pool_core.connection.hold_time",
-            Unit::Seconds,
-            "The time between borrowing a connection and returning it, by checkout site (code.site)"
+            Unit::Microseconds,
+            "The total time connections checked out at code.site were held, counted when they come back"
+        );
+        describe_counter!(
+            "pool_core.connection.checkouts",
+            Unit::Count,
+            "The checkouts at code.site that came back"
         );
         describe_counter!(
             "pool_core.connection.discards",
@@ -250,6 +341,14 @@ mod imp {
             Unit::Count,
             "Re-runs of a #[transactional(retry)] body after a serialization failure or deadlock"
         );
+    }
+
+    /// A pool that is gone has no connections and no waiters, and its last holds are
+    /// handed over.
+    impl Drop for Telemetry {
+        fn drop(&mut self) {
+            self.publish(0, 0, 0);
+        }
     }
 
     impl Telemetry {
@@ -309,21 +408,25 @@ mod imp {
             self.used.set(used as f64);
             self.pending.set(pending as f64);
             let mut handles = self.hold.handles.lock().unwrap_or_else(|p| p.into_inner());
+            let mut uses = [0; BUCKETS];
             for (slot, handle) in handles.iter_mut().enumerate() {
-                let Some(site) = self.hold.sites[slot].get() else {
-                    continue;
+                // The last slot is the overflow's.
+                let (site, holds) = match self.hold.sites.get(slot) {
+                    Some(site) => match site.get() {
+                        Some(site) => (Some(*site), &self.hold.holds[slot]),
+                        None => continue,
+                    },
+                    None => (None, &self.hold.overflow),
                 };
-                let h = handle.get_or_insert_with(|| {
-                    metrics::histogram!(
-                        "pool_core.connection.hold_time",
-                        POOL => self.name.clone(),
-                        "code.site" => format!("{}:{}", site.file(), site.line())
-                    )
-                });
-                self.hold.hists[slot].flush(Some(h), &self.use_time);
+                if handle.is_none() && holds.is_empty() {
+                    continue;
+                }
+                handle
+                    .get_or_insert_with(|| SiteHandles::new(&self.name, site))
+                    .flush(holds, &mut uses);
             }
-            self.hold.overflow.flush(None, &self.use_time);
-            self.waits.flush(None, &self.wait_time);
+            record(&uses, &self.use_time);
+            self.waits.flush(&self.wait_time);
         }
 
         pub(crate) fn resized(&self, max_size: usize) {

@@ -223,6 +223,14 @@ impl Shared {
             trash
         };
         drop(trash);
+        self.wait_closed().await;
+        // The maintenance pass has stopped: the last figures are published here.
+        #[cfg(feature = "metrics")]
+        self.publish_metrics();
+    }
+
+    /// Waits up to `close_timeout` for the connections in use to come back.
+    async fn wait_closed(&self) {
         let deadline = Instant::now() + self.config.close_timeout;
         loop {
             let notified = self.shrunk.notified();

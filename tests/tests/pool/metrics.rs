@@ -342,19 +342,37 @@ async fn every_instrument_has_its_name_unit_attributes_and_value() {
     );
     let uses = histogram(&s, "db.client.connection.use_time", &[]);
     assert!(uses.len() >= 4, "{uses:?}");
-    let held_a = histogram(
-        &s,
-        "pool_core.connection.hold_time",
-        &[("code.site", site_a.as_str())],
-    );
-    assert_eq!(held_a.len(), 1, "{held_a:?}");
+    // Hold time by site: the total (µs) and the count of checkouts that came back.
+    let at_a = [("code.site", site_a.as_str())];
+    assert_eq!(counter(&s, "pool_core.connection.checkouts", &at_a), 1);
+    let held_a = counter(&s, "pool_core.connection.hold_time", &at_a);
     assert!(
-        held_a[0] >= 0.1,
-        "`a` was held past the leak threshold: {held_a:?}"
+        held_a >= 100_000,
+        "`a` was held past the 100 ms leak threshold: {held_a} µs"
+    );
+    // Every checkout is counted at its site, and the sites' totals add up to use_time.
+    let total = |metric: &str| -> (usize, u64) {
+        let per_site: Vec<u64> = s
+            .iter()
+            .filter(|((m, _), _)| m == metric)
+            .map(|(_, seen)| seen.values[0] as u64)
+            .collect();
+        (per_site.len(), per_site.iter().sum())
+    };
+    let (sites, checkouts) = total("pool_core.connection.checkouts");
+    assert_eq!(checkouts, uses.len() as u64, "{sites} sites");
+    let (_, held_us) = total("pool_core.connection.hold_time");
+    let used_us = u64::try_from(pool.status().counters.use_time.as_micros()).unwrap();
+    // Each site's counter drops the sub-microsecond rest it has not handed over yet.
+    assert!(
+        used_us - held_us <= sites as u64,
+        "hold_time by site {held_us} µs, use_time {used_us} µs"
     );
     // Units and kinds, from the descriptions.
     for ((metric, _), seen) in &s {
-        let want = if metric.ends_with("_time") {
+        let want = if metric == "pool_core.connection.hold_time" {
+            Unit::Microseconds
+        } else if metric.ends_with("_time") {
             Unit::Seconds
         } else {
             Unit::Count
@@ -372,6 +390,7 @@ async fn every_instrument_has_its_name_unit_attributes_and_value() {
         "db.client.connection.wait_time",
         "db.client.connection.use_time",
         "pool_core.connection.hold_time",
+        "pool_core.connection.checkouts",
         "pool_core.connection.discards",
         "pool_core.nested_checkout.refusals",
         "pool_core.leak.warnings",
@@ -379,5 +398,47 @@ async fn every_instrument_has_its_name_unit_attributes_and_value() {
         "pool_core.transaction.retries",
     ] {
         assert!(s.keys().any(|(m, _)| m == metric), "{metric} missing");
+    }
+}
+
+/// What a pool gathered is handed over when it closes, and when it is dropped: the
+/// maintenance pass that publishes it has stopped by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_or_dropped_pool_publishes_its_last_figures() {
+    recorded();
+    for close in [true, false] {
+        let (_tdb, builder) = setup().await;
+        let name = format!("metrics-last-{close}-{}", std::process::id());
+        let pool = builder.name(name.as_str()).max_size(2).build().unwrap();
+        let mut db = pool.db();
+        let conn = db.acquire().await.unwrap();
+        let site = format!("{}:{}", file!(), line!() - 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(conn);
+        if close {
+            pool.close().await;
+        } else {
+            drop(db);
+            drop(pool);
+        }
+        // Well within the maintenance period (1 s): only the last publication can
+        // have handed these over.
+        let published = eventually(Duration::from_millis(300), || async {
+            let s = seen(&name);
+            s.contains_key(&(
+                "pool_core.connection.checkouts".to_owned(),
+                vec![("code.site".to_owned(), site.clone())],
+            )) && gauge(
+                &s,
+                "db.client.connection.count",
+                &[("db.client.connection.state", "used")],
+            ) == 0.0
+        })
+        .await;
+        let s = seen(&name);
+        assert!(published, "close = {close}: {s:?}");
+        let at = [("code.site", site.as_str())];
+        assert_eq!(counter(&s, "pool_core.connection.checkouts", &at), 1);
+        assert_eq!(histogram(&s, "db.client.connection.use_time", &[]).len(), 1);
     }
 }
