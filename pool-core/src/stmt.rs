@@ -20,6 +20,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -193,32 +194,77 @@ mod sealed {
 #[doc(hidden)]
 pub struct SqlParts<'a> {
     pub(crate) text: &'a str,
-    pub(crate) class: Result<Classification, Refusal>,
+    /// Known from `sql!` or the prepared statement; for SQL text, filled when it is
+    /// first needed — from the connection's statement cache when the text is there, so
+    /// a cached statement is not classified again (see [`SqlParts::class`]).
+    class: OnceLock<Result<Classification, Refusal>>,
     pub(crate) prepared: Option<&'a Prepared>,
 }
 
 impl<'a> SqlParts<'a> {
-    /// One statement whose kind is known without classifying its text.
-    pub(crate) fn known(text: &'a str, kind: Kind, touches: Touches) -> SqlParts<'a> {
+    /// A statement classified already.
+    fn classified(
+        text: &'a str,
+        class: Result<Classification, Refusal>,
+        prepared: Option<&'a Prepared>,
+    ) -> SqlParts<'a> {
         SqlParts {
             text,
-            class: Ok(Classification {
+            class: OnceLock::from(class),
+            prepared,
+        }
+    }
+
+    /// SQL text, classified when it is first needed.
+    fn text(text: &'a str) -> SqlParts<'a> {
+        SqlParts {
+            text,
+            class: OnceLock::new(),
+            prepared: None,
+        }
+    }
+
+    /// One statement whose kind is known without classifying its text.
+    pub(crate) fn known(text: &'a str, kind: Kind, touches: Touches) -> SqlParts<'a> {
+        SqlParts::classified(
+            text,
+            Ok(Classification {
                 kind,
                 touches,
                 statements: 1,
                 copy: None,
             }),
-            prepared: None,
-        }
+            None,
+        )
     }
 
     /// One `COPY` through the client, classified by `sql!` (a plain one).
     fn copy(text: &'a str, direction: CopyDirection, touches: u16) -> SqlParts<'a> {
-        let mut parts = SqlParts::known(text, Kind::Plain, Touches::from_bits_truncate(touches));
-        if let Ok(class) = &mut parts.class {
-            class.copy = Some(direction);
-        }
-        parts
+        SqlParts::classified(
+            text,
+            Ok(Classification {
+                kind: Kind::Plain,
+                touches: Touches::from_bits_truncate(touches),
+                statements: 1,
+                copy: Some(direction),
+            }),
+            None,
+        )
+    }
+
+    /// The statement's classification, classifying its text now if nothing did yet.
+    pub(crate) fn class(&self) -> &Result<Classification, Refusal> {
+        self.class.get_or_init(|| pool_sql::classify(self.text))
+    }
+
+    /// Whether the classification is still to be found (SQL text not looked at yet).
+    pub(crate) fn unclassified(&self) -> bool {
+        self.class.get().is_none()
+    }
+
+    /// Takes the classification found for this text earlier (a statement cache's).
+    pub(crate) fn assume(&self, class: Classification) {
+        let _ = self.class.set(Ok(class));
     }
 }
 
@@ -277,7 +323,7 @@ macro_rules! str_like {
         impl Sql for $t {
             fn __parts(&self) -> SqlParts<'_> {
                 let text: &str = self;
-                SqlParts { text, class: pool_sql::classify(text), prepared: None }
+                SqlParts::text(text)
             }
         }
         #[diagnostic::do_not_recommend]
@@ -382,11 +428,7 @@ impl CopyOutSql for Stmt<CopyOut> {
 impl sealed::Sealed for &Prepared {}
 impl Sql for &Prepared {
     fn __parts(&self) -> SqlParts<'_> {
-        SqlParts {
-            text: "",
-            class: Ok(self.class),
-            prepared: Some(self),
-        }
+        SqlParts::classified("", Ok(self.class), Some(self))
     }
 }
 #[diagnostic::do_not_recommend]

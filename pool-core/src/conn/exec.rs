@@ -137,6 +137,11 @@ impl Conn {
                 "it was prepared on another connection; prepare it on this one (prepare is cached per connection)",
             ));
         }
+        if parts.unclassified()
+            && let Some(class) = self.cache.class_of(parts.text)
+        {
+            parts.assume(class);
+        }
         let class = placement_as(parts, place, self.state.tx.depth() > 0, copy)?;
         if class.kind == Kind::Session && self.ctx.config.pgbouncer_transaction_mode {
             return Err(Error::refused(parts.text, POOLER_SESSION_ADVICE));
@@ -163,11 +168,13 @@ impl Conn {
             return Ok(st.clone());
         }
         let (client, guard) = self.op(Touches::empty());
-        let st = guard
-            .run(deadline, parts.text, client.prepare(parts.text))
-            .await?;
+        // Boxed: the driver's prepare future is the largest of the statement path, and
+        // unboxed it would size every statement's future for this rare miss.
+        let st = Box::pin(guard.run(deadline, parts.text, client.prepare(parts.text))).await?;
         let capacity = self.ctx.config.statement_cache_capacity;
-        self.cache.insert(parts.text, st.clone(), capacity);
+        if let Ok(class) = parts.class() {
+            self.cache.insert(parts.text, st.clone(), *class, capacity);
+        }
         Ok(st)
     }
 
@@ -242,7 +249,8 @@ impl Conn {
             }
             described
         };
-        let types = guard.run(deadline, sql, describe).await?;
+        // Boxed, like the prepare of `statement_for`: a miss only.
+        let types = Box::pin(guard.run(deadline, sql, describe)).await?;
         if self.cache.param_types.len() >= 256 {
             self.cache.param_types.clear();
         }
@@ -377,15 +385,18 @@ impl Conn {
         let class = self.admit(&parts, place, deadline, None).await?;
         let call = self.call_for(&parts, params, deadline).await?;
         let (client, guard) = self.op(class.touches);
+
         let res = match &call {
             Call::Named(st) => {
                 guard
-                    .run(deadline, parts.text, O::named(client, st, params))
+                    .run_with(deadline, parts.text, || O::named(client, st, params))
                     .await
             }
             Call::Unnamed(typed) => {
                 guard
-                    .run(deadline, parts.text, O::unnamed(client, parts.text, typed))
+                    .run_with(deadline, parts.text, || {
+                        O::unnamed(client, parts.text, typed)
+                    })
                     .await
             }
         };
@@ -468,7 +479,7 @@ pub(crate) fn placement_as(
     in_tx: bool,
     copy: Option<CopyDirection>,
 ) -> Result<Classification> {
-    let class = match &parts.class {
+    let class = match parts.class() {
         Ok(c) => *c,
         Err(refusal) => return Err(Error::refused(parts.text, refusal.to_string())),
     };

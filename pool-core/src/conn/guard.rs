@@ -213,6 +213,29 @@ impl OpGuard<'_> {
         self.armed = false;
         res.map_err(|e| self.state.on_error(e))
     }
+
+    /// [`OpGuard::run`] for the future `make` returns, built in place: a driver's
+    /// statement future is large, and passed by value it is copied at each step.
+    pub(crate) async fn run_with<
+        T,
+        F: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    >(
+        mut self,
+        deadline: Option<Instant>,
+        sql: &str,
+        make: impl FnOnce() -> F,
+    ) -> Result<T> {
+        let fut = std::pin::pin!(make());
+        let res = match deadline {
+            None => fut.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, fut).await {
+                Ok(res) => res,
+                Err(_) => return Err(statement_timeout(self.ctx, sql, false)),
+            },
+        };
+        self.armed = false;
+        res.map_err(|e| self.state.on_error(e))
+    }
 }
 
 /// The deadline of the statement being run: its call's own, else the pool's.

@@ -246,3 +246,61 @@ async fn advisory_lock_guard_unlocks_on_drop() {
     assert!(pool_core::AdvisoryLock::unlock(lock).await.unwrap());
     assert_eq!(held().await, 0);
 }
+
+/// A statement's classification is kept with its cached prepared statement, so SQL text
+/// found in the cache is not classified again; the placement rules still apply to it
+/// wherever it runs next. `FOR UPDATE` prepared (and cached) inside a transaction stays
+/// refused on the same connection outside one.
+#[tokio::test]
+async fn a_cached_statement_keeps_its_placement_rules() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.connect().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE cached_rule (id int PRIMARY KEY); INSERT INTO cached_rule VALUES (1)",
+        )
+        .await
+        .unwrap();
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let mut conn = db.acquire().await.unwrap();
+    let pid = conn.backend_pid();
+    const LOCKING: &str = "SELECT id FROM cached_rule WHERE id = 1 FOR UPDATE";
+    for round in 0..2 {
+        let mut tx = conn.begin().await.unwrap();
+        // In a transaction: allowed, prepared once and then taken from the cache.
+        let rows = tx.query(LOCKING, &[]).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        tx.commit().await.unwrap();
+        // Outside one: refused, the first time and after it is cached.
+        let err = conn.query(LOCKING, &[]).await.unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "round {round}: {err}");
+        assert!(err.to_string().contains("begin()"), "round {round}: {err}");
+    }
+    let same_backend: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(same_backend, 1, "the connection is still the same backend");
+    // The text was prepared once: its second run used the cache (and so its kept
+    // classification), not a new parse on the server.
+    let mut tx = conn.begin().await.unwrap();
+    let statements: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+            &[&LOCKING],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(statements, 1);
+    tx.commit().await.unwrap();
+    // The same text through Db (a one-shot) is refused before a checkout, as ever.
+    drop(conn);
+    let err = db.query(LOCKING, &[]).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+}
