@@ -144,6 +144,7 @@ impl StatementCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::hash::BuildHasher;
 
