@@ -53,6 +53,9 @@ impl Conn {
         if self.ctx.config.discard_prepared_on_return {
             self.cache.clear();
         }
+        if self.state.read_only_refused {
+            self.check_writable(limit).await?;
+        }
         Ok(())
     }
 
@@ -125,10 +128,49 @@ impl Conn {
         }
     }
 
+    /// After a 25006 refusal: whether the server itself is read-only (in recovery, or
+    /// `default_transaction_read_only` set on the server), now that the session is reset.
+    /// If it is, the connection is broken (discarded); if the refusal was the borrower's
+    /// own read-only transaction, it is kept.
+    async fn check_writable(&mut self, limit: Duration) -> Result<()> {
+        const READ_ONLY: &str =
+            "SELECT (pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on')::text";
+        let answer = tokio::time::timeout(limit, self.client.simple_query(READ_ONLY)).await;
+        let read_only = match answer {
+            Ok(Ok(messages)) => messages.iter().any(|m| {
+                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("true"))
+            }),
+            Ok(Err(e)) => {
+                self.state.broken = true;
+                return Err(Error::broken("while checking whether the server is read-only", Some(e)));
+            }
+            Err(_) => {
+                self.state.broken = true;
+                return Err(Error::broken("checking whether the server is read-only timed out", None));
+            }
+        };
+        if read_only {
+            self.state.broken = true;
+            tracing::warn!(
+                target: "pool_core",
+                backend_pid = self.meta.backend_pid,
+                "the server refused a write as read-only (SQLSTATE 25006) and is read-only: \
+                 a standby or a demoted primary; its connection is discarded"
+            );
+            return Err(Error::broken(
+                "the server is read-only (in recovery or default_transaction_read_only): a standby or a demoted primary",
+                None,
+            ));
+        }
+        self.state.read_only_refused = false;
+        Ok(())
+    }
+
     /// Whether the connection can go straight back to the pool with no cleaning.
     pub(crate) fn is_clean(&self) -> bool {
         let s = &self.state;
         !s.broken
+            && !s.read_only_refused
             && s.pending.is_none()
             && s.tx.depth() == 0
             && s.touches.is_empty()

@@ -66,7 +66,11 @@ impl ConnState {
                 return Error::broken("while running a statement", Some(cause));
             }
         } else if let Some(db) = e.as_db_error() {
-            self.tx.failed(db.code().code());
+            let code = db.code().code();
+            self.tx.failed(code);
+            if code == "25006" {
+                self.read_only_refused = true;
+            }
         }
         error::from_statement(e)
     }

@@ -16,6 +16,7 @@ mod connector;
 mod copy;
 mod exec;
 mod guard;
+mod hosts;
 mod ident;
 mod open;
 mod reset;
@@ -95,6 +96,11 @@ struct ConnState {
     pending: Option<JoinHandle<bool>>,
     /// Unusable: discard on return.
     broken: bool,
+    /// A statement was refused with SQLSTATE 25006 (`read_only_sql_transaction`), what a
+    /// demoted primary or a standby answers a write — or a read-only transaction of the
+    /// borrower's own. On return the server is asked which (`clean`); a read-only server's
+    /// connection is discarded, so the pool does not keep sending writes to it.
+    read_only_refused: bool,
     /// Why the connection closed, when the server or the network closed it while no
     /// statement was waiting (a FATAL sent to an idle session, a reset): set by the task
     /// that reads the connection's messages, taken by the first error that reports the

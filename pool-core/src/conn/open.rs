@@ -21,12 +21,22 @@ pub(crate) struct ConnectFailure {
     pub(crate) permanent: bool,
 }
 
-/// Opens one connection: TCP, TLS, startup and authentication under `connect_timeout`,
+/// What a successful handshake yields.
+type Handshake = (
+    tokio_postgres::Client,
+    mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    i32,
+    Arc<std::sync::Mutex<Option<tokio_postgres::Error>>>,
+    Arc<std::sync::OnceLock<Instant>>,
+);
+
+/// Opens one connection: TCP, TLS, startup and authentication under `connect_timeout`
+/// for each host in turn (as libpq does: every host of `host=a,b` gets the whole budget,
+/// so a first host that drops packets or never answers does not use up the second's),
 /// then the `after_connect` hook.
 pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFailure> {
     let cfg = &ctx.config;
     let started = Instant::now();
-    let deadline = started + cfg.connect_timeout;
     let pg = match &cfg.password_provider {
         None => cfg.pg.clone(),
         Some(provider) => {
@@ -35,52 +45,19 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
             pg
         }
     };
-    let handshake = async {
-        let (client, mut messages) = cfg.connector.connect(pg).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
-        let slot = Arc::clone(&closed_by);
-        let closed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-        let ended = Arc::clone(&closed_at);
-        tokio::spawn(async move {
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        let _ = tx.send(n);
-                    }
-                    Ok(AsyncMessage::Notice(notice)) => {
-                        tracing::debug!(target: "pool_core", code = notice.code().code(), "server notice: {}", notice.message());
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(target: "pool_core", error = %e, "connection closed");
-                        // Kept for the error that reports the connection lost.
-                        *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
-                        break;
-                    }
-                }
+    let mut failure: Option<ConnectFailure> = None;
+    let mut found = None;
+    for pg in super::hosts::one_per_host(&pg) {
+        let host_started = Instant::now();
+        match tokio::time::timeout(cfg.connect_timeout, handshake(cfg, pg)).await {
+            Ok(Ok(parts)) => {
+                found = Some(parts);
+                break;
             }
-            // However it ended: an error, or the stream closed.
-            let _ = ended.set(Instant::now());
-        });
-        let rows = client.simple_query("SELECT pg_backend_pid()").await?;
-        let pid = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get(0).and_then(|v| v.parse::<i32>().ok())
-                }
-                _ => None,
-            })
-            .unwrap_or(0);
-        Ok::<_, tokio_postgres::Error>((client, rx, pid, closed_by, closed_at))
-    };
-    let (client, rx, backend_pid, closed_by, closed_at) =
-        match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
-                let permanent = is_permanent(&e);
-                return Err(ConnectFailure {
+                // Permanent only if every host said no for good.
+                let permanent = is_permanent(&e) && failure.as_ref().is_none_or(|f| f.permanent);
+                failure = Some(ConnectFailure {
                     error: Error::Connect {
                         source: Arc::new(e),
                     },
@@ -90,19 +67,26 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
             Err(_) => {
                 let error = Error::Timeout(Box::new(Timeout {
                     kind: TimeoutKind::Connect,
-                    after: started.elapsed(),
+                    after: host_started.elapsed(),
                     status: None,
                     holders: Vec::new(),
                     last_connect_error: None,
                     statement: None,
                     unsent: false,
                 }));
-                return Err(ConnectFailure {
+                failure = Some(ConnectFailure {
                     error,
                     permanent: false,
                 });
             }
-        };
+        }
+    }
+    let Some((client, rx, backend_pid, closed_by, closed_at)) = found else {
+        return Err(failure.unwrap_or_else(|| ConnectFailure {
+            error: Error::config("host", "no host to connect to"),
+            permanent: true,
+        }));
+    };
     let expires = cfg
         .max_lifetime
         .map(|life| started + life - jitter(life / 8));
@@ -127,6 +111,51 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         }
     }
     Ok(conn)
+}
+
+/// The handshake with one host, and the task that reads the connection's messages.
+async fn handshake(
+    cfg: &super::settings::ConnConfig,
+    pg: tokio_postgres::Config,
+) -> Result<Handshake, tokio_postgres::Error> {
+    let (client, mut messages) = cfg.connector.connect(pg).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let closed_by: Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> = Arc::default();
+    let slot = Arc::clone(&closed_by);
+    let closed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let ended = Arc::clone(&closed_at);
+    tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n);
+                }
+                Ok(AsyncMessage::Notice(notice)) => {
+                    tracing::debug!(target: "pool_core", code = notice.code().code(), "server notice: {}", notice.message());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(target: "pool_core", error = %e, "connection closed");
+                    // Kept for the error that reports the connection lost.
+                    *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
+                    break;
+                }
+            }
+        }
+        // However it ended: an error, or the stream closed.
+        let _ = ended.set(Instant::now());
+    });
+    let rows = client.simple_query("SELECT pg_backend_pid()").await?;
+    let pid = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                r.get(0).and_then(|v| v.parse::<i32>().ok())
+            }
+            _ => None,
+        })
+        .unwrap_or(0);
+    Ok((client, rx, pid, closed_by, closed_at))
 }
 
 /// Asks the password provider, within half of `connect_timeout` (the rest is left for the

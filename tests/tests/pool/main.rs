@@ -22,6 +22,7 @@ mod fairness;
 mod growth;
 mod health;
 mod hooks;
+mod hosts;
 mod idents;
 mod jitter;
 mod leaks;
