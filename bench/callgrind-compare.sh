@@ -17,6 +17,8 @@
 #   checkout : --op checkout --pool 4 --tasks 1  --iters 20000 / 120000
 #   yield    : --op yield    --pool 4 --tasks 16 --iters 20000 / 120000  (waiting path)
 #   select1  : --op select1  --pool 1 --tasks 1  --iters 5000  / 25000
+#   held     : --op held-select1 --pool 1 --tasks 1 --iters 5000 / 25000  (one checkout, then
+#              SELECT 1 on it: the statement path alone; not in the default set)
 # For each figure every binary is run in turn (interleaved), then the next figure.
 # Prints a markdown table on stdout (progress and raw totals on stderr). With two or more
 # binaries a ratio column gives each binary's figure divided by the first one's (with two
@@ -110,6 +112,7 @@ start=$SECONDS
 figure checkout "checkout + return, 1 thread, pool 4, 1 task" checkout 4 1 20000 120000
 figure yield "checkout, yield, return, 1 thread, pool 4, 16 tasks (waiting path)" yield 4 16 20000 120000
 figure select1 "SELECT 1 per checkout, 1 thread, pool 1, 1 task (client side only)" select1 1 1 5000 25000
+figure held "SELECT 1 on a held connection, 1 thread, pool 1 (client side only)" held-select1 1 1 5000 25000
 
 echo
 echo "Instructions per operation (callgrind), implementation \`$impl\`, $(date -u '+%Y-%m-%d %H:%M UTC'):"

@@ -16,7 +16,7 @@
 //! `--plot-faults DIR` draws the faults suite's sampler timelines found in DIR (see
 //! `bench/fault-plots.sh`) and needs no server.
 //!
-//! `--callgrind IMPL --iters N [--op checkout|yield|select1] [--pool P] [--tasks T]` runs
+//! `--callgrind IMPL --iters N [--op checkout|yield|select1|held-select1] [--pool P] [--tasks T]` runs
 //! N operations on one thread and nothing else, for instruction counts under
 //! `valgrind --tool=callgrind` (see `bench/callgrind.sh`).
 
@@ -258,7 +258,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth,bulk] [--filter TEXT]\n       \
          bench --plot-faults DIR\n       \
-         bench --callgrind IMPL [--iters N] [--op checkout|yield|select1] [--pool P] [--tasks T]\n       \
+         bench --callgrind IMPL [--iters N] [--op checkout|yield|select1|held-select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
         keys.join(", ")
     );
@@ -287,6 +287,7 @@ fn parse_args() -> Args {
     let mut callgrind_impl = None;
     let mut iters = 100_000;
     let mut op = Op::Checkout;
+    let mut held = false;
     let mut pool = 4;
     let mut tasks = 1;
     let mut it = std::env::args().skip(1);
@@ -319,6 +320,10 @@ fn parse_args() -> Args {
                     Some("checkout") => Op::Checkout,
                     Some("yield") => Op::CheckoutYield,
                     Some("select1") => Op::Select1,
+                    Some("held-select1") => {
+                        held = true;
+                        Op::Select1
+                    }
                     _ => usage(),
                 };
             }
@@ -331,6 +336,7 @@ fn parse_args() -> Args {
         imp,
         iters,
         op,
+        held,
         pool,
         tasks,
     });
@@ -492,6 +498,9 @@ struct Profile {
     imp: Result<Impl, macros::Variant>,
     iters: u64,
     op: Op,
+    /// `--op held-select1`: one checkout, then `SELECT 1` `iters` times on it (pool-core
+    /// only; compare with `limit-prepared --op select1`, which has no checkout either).
+    held: bool,
     pool: usize,
     tasks: usize,
 }
@@ -504,6 +513,10 @@ fn callgrind(p: Profile, url: &str, config: &tokio_postgres::Config) {
     let config = config.clone();
     rt.block_on(async move {
         match p.imp {
+            Ok(Impl::PoolCore(v)) if p.held => {
+                held_loop(impls::PoolCore::build(url, p.pool, v).unwrap(), p).await;
+            }
+            _ if p.held => usage(),
             Err(variant) => {
                 op_loop(macros::MacroTarget::build(url, p.pool, variant).unwrap(), p).await;
             }
@@ -537,6 +550,16 @@ fn callgrind(p: Profile, url: &str, config: &tokio_postgres::Config) {
         p.pool,
         p.tasks
     );
+}
+
+/// `iters` × `SELECT 1` on one held connection: the statement path alone.
+async fn held_loop(target: impls::PoolCore, p: Profile) {
+    let mut db = target.task(0);
+    let mut conn = db.acquire().await.unwrap();
+    for _ in 0..p.iters {
+        let rows = conn.query("SELECT 1", &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), 1);
+    }
 }
 
 async fn op_loop<T: Target>(target: T, p: Profile) {
