@@ -385,7 +385,6 @@ impl Conn {
         let class = self.admit(&parts, place, deadline, None).await?;
         let call = self.call_for(&parts, params, deadline).await?;
         let (client, guard) = self.op(class.touches);
-
         let res = match &call {
             Call::Named(st) => {
                 guard

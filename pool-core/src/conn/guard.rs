@@ -202,20 +202,12 @@ impl OpGuard<'_> {
     /// Runs the operation under the deadline. On timeout the guard stays armed and is
     /// dropped, which cancels the statement on the server.
     pub(crate) async fn run<T>(
-        mut self,
+        self,
         deadline: Option<Instant>,
         sql: &str,
         fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        let res = match deadline {
-            None => fut.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, fut).await {
-                Ok(res) => res,
-                Err(_) => return Err(statement_timeout(self.ctx, sql, false)),
-            },
-        };
-        self.armed = false;
-        res.map_err(|e| self.state.on_error(e))
+        self.run_with(deadline, sql, move || fut).await
     }
 
     /// [`OpGuard::run`] for the future `make` returns, built in place: a driver's

@@ -47,9 +47,12 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
     };
     let mut failure: Option<ConnectFailure> = None;
     let mut found = None;
-    for pg in super::hosts::one_per_host(&pg) {
+    for (i, pg) in super::hosts::one_per_host(&pg).into_iter().enumerate() {
         let host_started = Instant::now();
-        match tokio::time::timeout(cfg.connect_timeout, handshake(cfg, pg)).await {
+        // The first host shares `connect_timeout` with the password provider, as a
+        // single host always did; each further host gets a budget of its own.
+        let budget_end = if i == 0 { started } else { host_started } + cfg.connect_timeout;
+        match tokio::time::timeout_at(budget_end, handshake(cfg, pg)).await {
             Ok(Ok(parts)) => {
                 found = Some(parts);
                 break;

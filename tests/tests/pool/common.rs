@@ -97,3 +97,13 @@ pub async fn assert_clean(admin: &Client, conn: &mut pool_core::Conn) {
         "backend {pid} is inside a transaction"
     );
 }
+
+/// Call after installing a test's own subscriber (`set_default`) and before what it
+/// observes. Other tests of this binary run on other threads, and a callsite they
+/// registered while this subscriber was being installed can keep the interest computed
+/// without it ("never"): tracing-core then skips the span or event for every subscriber
+/// until interest is rebuilt. Rebuilding here, once those first registrations are done,
+/// makes the test see every callsite.
+pub fn see_every_callsite() {
+    tracing::callsite::rebuild_interest_cache();
+}

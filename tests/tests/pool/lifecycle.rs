@@ -81,6 +81,7 @@ async fn a_leaked_connection_is_reported_once_with_its_checkout_site() {
     // The current-thread runtime runs the pool's background task on this thread.
     let _guard = tracing::subscriber::set_default(subscriber);
     let (_tdb, builder) = setup().await;
+    see_every_callsite();
     let pool = builder
         .max_size(1)
         .leak_threshold(Duration::from_millis(100))

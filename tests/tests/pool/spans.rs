@@ -12,7 +12,7 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::common::setup;
+use crate::common::{see_every_callsite, setup};
 
 /// A span as the subscriber saw it: its name, fields and whether it closed.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +78,7 @@ async fn acquire_statement_and_transaction_spans_carry_otel_attributes() {
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let (tdb, builder) = setup().await;
+    see_every_callsite();
     tdb.connect()
         .await
         .batch_execute("CREATE TABLE t (x int)")
@@ -150,6 +151,7 @@ async fn statement_text_is_left_out_unless_asked_for() {
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let (_tdb, builder) = setup().await;
+    see_every_callsite();
     let pool = builder.max_size(1).build().unwrap();
     let mut db = pool.db();
     let mut conn = db.acquire().await.unwrap();
