@@ -7,7 +7,8 @@
 //! reads every `DIR/<scenario>.csv` the sampler wrote (`FAULTS_PLOTS=DIR cargo test -p
 //! tests --test faults`; `bench/fault-plots.sh` runs both) and writes `DIR/<scenario>.svg`
 //! and `.png`: connections (size, idle, in use, connecting) above, waiting tasks and the
-//! longest current hold below, against time, each fault marked by a dashed line and numbered with its label above.
+//! longest current hold below, against time; each fault is a dashed line, numbered with
+//! its label above the chart.
 
 use std::path::Path;
 

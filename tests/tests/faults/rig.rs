@@ -214,7 +214,8 @@ impl Rig {
     }
 
     /// Terminates the pool's backends (only idle ones if `idle_only`), all at once, and
-    /// waits (up to 5 s) until the server lists none of them; returns how many.
+    /// waits (up to 5 s) until the server lists none of them; returns how many were
+    /// signalled.
     ///
     /// Not `pg_terminate_backend(pid, timeout)`: it signals one backend at a time and waits
     /// for the process to be gone, which under a stopped postmaster (no one reaps the
@@ -242,7 +243,15 @@ impl Rig {
                 .is_ok_and(|r| r.get::<_, i64>(0) == 0)
         })
         .await;
-        assert!(gone, "terminated backends {pids:?} still listed after 5 s");
+        // As `pg_terminate_backend(pid, 5000)` did: a backend still exiting after 5 s (one
+        // blocked writing its FATAL to a partitioned client) is reported, not fatal here;
+        // the sampler's invariants judge what it leaves behind.
+        if !gone {
+            eprintln!(
+                "[{}] terminated backends {pids:?} still listed after 5 s",
+                self.name
+            );
+        }
         pids.len() as i64
     }
 
