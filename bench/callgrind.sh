@@ -56,7 +56,7 @@ row "checkout + return, 1 thread, pool 4, 1 task" checkout 4 1 20000 120000 dead
 row "checkout, yield, return, 1 thread, pool 4, 16 tasks (waiting path)" yield 4 16 20000 120000 deadpool \
   pool-core bb8-no-test limit
 row "SELECT 1 per checkout, 1 thread, pool 1, 1 task (client side only)" select1 1 1 5000 25000 limit-prepared \
-  limit pool-core pool-core-no-stmt-timeout deadpool bb8-no-test with-conn with-conn-by-hand \
+  limit pool-core pool-core-no-stmt-timeout deadpool deadpool-prepared bb8-no-test with-conn with-conn-by-hand \
   transactional transactional-by-hand
 
 {

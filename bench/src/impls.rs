@@ -41,6 +41,9 @@ pub(crate) enum Impl {
     PoolCore(PcVariant),
     /// deadpool-postgres with `RecyclingMethod::Fast`.
     Deadpool,
+    /// deadpool-postgres as above, its statements through its own statement cache
+    /// (`prepare_cached`): the same protocol messages as pool-core's cached statement.
+    DeadpoolPrepared,
     /// bb8-postgres with `test_on_check_out(false)`.
     Bb8Fast,
     /// bb8-postgres with its defaults (a `simple_query("")` round trip per checkout).
@@ -55,7 +58,13 @@ pub(crate) enum Impl {
 impl Impl {
     pub(crate) const POOL_CORE: Impl = Impl::PoolCore(PcVariant::Default);
     /// The peers whose best throughput a cell compares against.
-    pub(crate) const PEERS: [Impl; 3] = [Impl::Deadpool, Impl::Bb8Fast, Impl::Bb8Default];
+    /// (`DeadpoolPrepared` runs in the `SELECT 1` cells only.)
+    pub(crate) const PEERS: [Impl; 4] = [
+        Impl::Deadpool,
+        Impl::DeadpoolPrepared,
+        Impl::Bb8Fast,
+        Impl::Bb8Default,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -64,6 +73,7 @@ impl Impl {
             Impl::PoolCore(PcVariant::NoBookkeeping) => "pool-core bookkeeping off",
             Impl::PoolCore(PcVariant::NoStatementTimeout) => "pool-core statement_timeout=None",
             Impl::Deadpool => "deadpool",
+            Impl::DeadpoolPrepared => "deadpool (prepare_cached)",
             Impl::Bb8Fast => "bb8 (no test)",
             Impl::Bb8Default => "bb8 (default)",
             Impl::Limit => "limit",
@@ -79,6 +89,7 @@ impl Impl {
             Impl::PoolCore(PcVariant::NoBookkeeping) => "pool-core-no-bookkeeping",
             Impl::PoolCore(PcVariant::NoStatementTimeout) => "pool-core-no-stmt-timeout",
             Impl::Deadpool => "deadpool",
+            Impl::DeadpoolPrepared => "deadpool-prepared",
             Impl::Bb8Fast => "bb8-no-test",
             Impl::Bb8Default => "bb8-default",
             Impl::Limit => "limit",
@@ -95,12 +106,13 @@ impl Impl {
     ];
 
     /// Every implementation.
-    pub(crate) const ALL: [Impl; 9] = [
+    pub(crate) const ALL: [Impl; 10] = [
         Impl::BOOKKEEPING[0],
         Impl::BOOKKEEPING[1],
         Impl::BOOKKEEPING[2],
         Impl::BOOKKEEPING[3],
         Impl::Deadpool,
+        Impl::DeadpoolPrepared,
         Impl::Bb8Fast,
         Impl::Bb8Default,
         Impl::Limit,
@@ -206,10 +218,17 @@ impl Target for PoolCore {
 pub(crate) struct Deadpool {
     pool: deadpool_postgres::Pool,
     size: usize,
+    /// Statements through deadpool's statement cache (`prepare_cached`).
+    prepared: bool,
 }
 
 impl Deadpool {
-    pub(crate) fn build(config: tokio_postgres::Config, size: usize) -> Result<Deadpool, String> {
+    /// `prepared`: run statements through deadpool's statement cache.
+    pub(crate) fn build(
+        config: tokio_postgres::Config,
+        size: usize,
+        prepared: bool,
+    ) -> Result<Deadpool, String> {
         let manager = deadpool_postgres::Manager::from_config(
             config,
             NoTls,
@@ -221,34 +240,47 @@ impl Deadpool {
             .max_size(size)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Deadpool { pool, size })
+        Ok(Deadpool {
+            pool,
+            size,
+            prepared,
+        })
     }
 }
 
 impl Target for Deadpool {
-    type Task = deadpool_postgres::Pool;
+    /// The pool, and whether statements go through its statement cache.
+    type Task = (deadpool_postgres::Pool, bool);
 
     fn fill_count(&self) -> usize {
         self.size
     }
 
-    fn task(&self, _i: usize) -> deadpool_postgres::Pool {
-        self.pool.clone()
+    fn task(&self, _i: usize) -> (deadpool_postgres::Pool, bool) {
+        (self.pool.clone(), self.prepared)
     }
 
-    async fn fill(pool: &mut deadpool_postgres::Pool, barrier: Arc<Barrier>) {
+    async fn fill((pool, _): &mut (deadpool_postgres::Pool, bool), barrier: Arc<Barrier>) {
         let conn = pool.get().await.expect("deadpool: checkout");
         barrier.wait().await;
         drop(conn);
     }
 
-    async fn op(pool: &mut deadpool_postgres::Pool, op: Op) {
+    async fn op((pool, prepared): &mut (deadpool_postgres::Pool, bool), op: Op) {
         let mut conn = pool.get().await.expect("deadpool: checkout");
         match op {
             Op::Checkout => {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
+            Op::Select1 if *prepared => {
+                let st = conn
+                    .prepare_cached("SELECT 1")
+                    .await
+                    .expect("deadpool: prepare_cached");
+                let rows = conn.query(&st, &[]).await.expect("deadpool: SELECT 1");
+                check_one(rows[0].get(0));
+            }
             Op::Select1 => {
                 let rows = conn
                     .query_typed("SELECT 1", &[])

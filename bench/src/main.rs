@@ -187,6 +187,8 @@ fn groups(plan: &Plan, only: &[String]) -> Vec<Group> {
         for pool in POOLS {
             for tasks in SELECT_TASKS {
                 let mut impls = CHECKOUT_IMPLS.to_vec();
+                // Like for like: deadpool with its statement cache, as pool-core's.
+                impls.insert(2, Impl::DeadpoolPrepared);
                 impls.push(Impl::LimitPrepared);
                 out.push(Group {
                     scenario: Scenario::Select1,
@@ -523,8 +525,9 @@ fn callgrind(p: Profile, url: &str, config: &tokio_postgres::Config) {
             Ok(Impl::PoolCore(v)) => {
                 op_loop(impls::PoolCore::build(url, p.pool, v).unwrap(), p).await;
             }
-            Ok(Impl::Deadpool) => {
-                op_loop(impls::Deadpool::build(config, p.pool).unwrap(), p).await;
+            Ok(imp @ (Impl::Deadpool | Impl::DeadpoolPrepared)) => {
+                let prepared = imp == Impl::DeadpoolPrepared;
+                op_loop(impls::Deadpool::build(config, p.pool, prepared).unwrap(), p).await;
             }
             Ok(Impl::Bb8Fast) => {
                 op_loop(impls::Bb8::build(config, p.pool, false).await.unwrap(), p).await;

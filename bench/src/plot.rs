@@ -85,6 +85,7 @@ fn color(imp: Impl) -> RGBColor {
     match imp {
         Impl::PoolCore(_) => RGBColor(214, 39, 40),
         Impl::Deadpool => RGBColor(31, 119, 180),
+        Impl::DeadpoolPrepared => RGBColor(148, 103, 189),
         Impl::Bb8Fast => RGBColor(44, 160, 44),
         Impl::Bb8Default => RGBColor(255, 127, 14),
         Impl::Limit => RGBColor(0, 0, 0),
@@ -311,7 +312,10 @@ fn checkout_panels(results: &[GroupResult], scenario: Scenario, with_limit: bool
 fn select_panels(results: &[GroupResult]) -> Vec<Panel> {
     let mut imps = PEERS_AND_US.to_vec();
     let last = imps.len() - 1;
-    imps.splice(last..last, [Impl::Limit, Impl::LimitPrepared]);
+    imps.splice(
+        last..last,
+        [Impl::DeadpoolPrepared, Impl::Limit, Impl::LimitPrepared],
+    );
     let mut panels = Vec::new();
     let keep =
         |pool: usize| move |g: &GroupResult| g.scenario == Scenario::Select1 && g.spec.pool == pool;

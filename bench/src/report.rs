@@ -114,7 +114,8 @@ impl GroupResult {
             .map(|(_, runs)| Agg::of(runs))
     }
 
-    /// The best throughput among the peers (deadpool, bb8 ×2) in this group.
+    /// The best throughput among the peers (deadpool, deadpool with prepare_cached where
+    /// it runs, bb8 ×2) in this group.
     pub(crate) fn best_peer(&self) -> f64 {
         Impl::PEERS
             .iter()

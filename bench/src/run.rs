@@ -138,7 +138,10 @@ pub(crate) fn run_cell(
         Impl::PoolCore(variant) => {
             run_custom(spec, || async { PoolCore::build(url, spec.pool, variant) })
         }
-        Impl::Deadpool => run_custom(spec, || async { Deadpool::build(config, spec.pool) }),
+        Impl::Deadpool => run_custom(spec, || async { Deadpool::build(config, spec.pool, false) }),
+        Impl::DeadpoolPrepared => {
+            run_custom(spec, || async { Deadpool::build(config, spec.pool, true) })
+        }
         Impl::Bb8Fast => run_custom(spec, || Bb8::build(config, spec.pool, false)),
         Impl::Bb8Default => run_custom(spec, || Bb8::build(config, spec.pool, true)),
         Impl::Limit => run_custom(spec, || Limit::build(config, spec.pool, false)),
