@@ -12,10 +12,10 @@ use tokio_postgres::config::{Host, LoadBalanceHosts};
 
 /// The configuration of each host, in the order to try them (shuffled with
 /// `load_balance_hosts=random`); `pg` itself when it names at most one host.
-pub(super) fn one_per_host(pg: &Config) -> Vec<Config> {
+pub(super) fn one_per_host(pg: Config) -> Vec<Config> {
     let hosts = pg.get_hosts();
     if hosts.len() <= 1 {
-        return vec![pg.clone()];
+        return vec![pg];
     }
     let ports = pg.get_ports();
     let addrs = pg.get_hostaddrs();
@@ -23,7 +23,7 @@ pub(super) fn one_per_host(pg: &Config) -> Vec<Config> {
         .iter()
         .enumerate()
         .map(|(i, host)| {
-            let mut one = same_but_hosts(pg);
+            let mut one = same_but_hosts(&pg);
             match host {
                 Host::Tcp(name) => one.host(name),
                 #[cfg(unix)]
@@ -99,7 +99,7 @@ mod tests {
                           keepalives_idle=7 options='-c statement_timeout=5s'"
             .parse()
             .unwrap();
-        let each = one_per_host(&pg);
+        let each = one_per_host(pg.clone());
         assert_eq!(each.len(), 2);
         for (one, (host, port)) in each.iter().zip([("a", 5433), ("b", 5434)]) {
             assert_eq!(one.get_hosts(), &[Host::Tcp(host.to_owned())]);
@@ -119,9 +119,9 @@ mod tests {
         }
         // One port for all hosts applies to each.
         let pg: Config = "host=a,b port=6000".parse().unwrap();
-        assert!(one_per_host(&pg).iter().all(|c| c.get_ports() == [6000]));
+        assert!(one_per_host(pg).iter().all(|c| c.get_ports() == [6000]));
         // A single host is left as it is.
         let pg: Config = "host=a".parse().unwrap();
-        assert_eq!(one_per_host(&pg).len(), 1);
+        assert_eq!(one_per_host(pg).len(), 1);
     }
 }

@@ -47,7 +47,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
     };
     let mut failure: Option<ConnectFailure> = None;
     let mut found = None;
-    for (i, pg) in super::hosts::one_per_host(&pg).into_iter().enumerate() {
+    for (i, pg) in super::hosts::one_per_host(pg).into_iter().enumerate() {
         let host_started = Instant::now();
         // The first host shares `connect_timeout` with the password provider, as a
         // single host always did; each further host gets a budget of its own.
