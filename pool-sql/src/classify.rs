@@ -30,6 +30,23 @@ const CALLS: [(&[u8], Kind, Touches); 14] = [
     (b"lastval", Kind::Session, Touches::SEQUENCE),
 ];
 
+/// Functions that write, lock or set something, so a statement calling them is not
+/// read-only (besides those of `CALLS` that are not `currval`/`lastval`).
+const WRITE_CALLS: [&[u8]; 12] = [
+    b"nextval",
+    b"setval",
+    b"pg_notify",
+    b"txid_current",
+    b"pg_current_xact_id",
+    b"lo_creat",
+    b"lo_create",
+    b"lo_import",
+    b"lo_unlink",
+    b"lo_put",
+    b"lo_from_bytea",
+    b"lo_truncate",
+];
+
 /// Words before a name that mean `name(` is not a call (`DROP FUNCTION f(int)`,
 /// `INSERT INTO t (a)`, `REFERENCES t (id)`, ...).
 const NOT_CALLS: [&[u8]; 7] = [
@@ -103,6 +120,11 @@ struct Stmt<'a> {
     atomic: u32,
     /// `COPY ... FROM STDIN` / `TO STDOUT`.
     copy: Option<CopyDirection>,
+    /// A call that writes, locks or sets (see `WRITE_CALLS`, `CALLS`).
+    call_writes: bool,
+    /// `INSERT`/`UPDATE`/`DELETE`/`MERGE` anywhere (a data-modifying CTE), or a
+    /// top-level `INTO` in a query (`SELECT … INTO t` creates a table).
+    writes: bool,
 }
 
 impl<'a> Stmt<'a> {
@@ -127,6 +149,8 @@ impl<'a> Stmt<'a> {
             with_hold: false,
             atomic: 0,
             copy: None,
+            call_writes: false,
+            writes: false,
         }
     }
 
@@ -229,14 +253,14 @@ impl<'a> Stmt<'a> {
     /// A `(` after a name: a function call?
     fn call(&mut self) {
         let (name, b1, b3) = (self.prev(0), self.prev(1), self.prev(3));
-        // Cheap filter: every name in `CALLS` starts with p, s, c or l and has
-        // 7 to 32 bytes.
+        // Cheap filter: every name in `CALLS` and `WRITE_CALLS` starts with p, s,
+        // c, l, n or t and has 6 to 32 bytes.
         if !matches!(name.kind, TokKind::Word | TokKind::QIdent)
-            || !(7..=32).contains(&name.text.len())
+            || !(6..=32).contains(&name.text.len())
             || !name
                 .text
                 .first()
-                .is_some_and(|b| matches!(b | 0x20, b'p' | b's' | b'c' | b'l'))
+                .is_some_and(|b| matches!(b | 0x20, b'p' | b's' | b'c' | b'l' | b'n' | b't'))
         {
             return;
         }
@@ -244,9 +268,12 @@ impl<'a> Stmt<'a> {
         if NOT_CALLS.iter().any(|kw| before.is_kw(kw)) {
             return;
         }
-        if let Some((_, kind, touches)) = CALLS.iter().find(|(n, _, _)| name.is_name(n)) {
+        if let Some((n, kind, touches)) = CALLS.iter().find(|(n, _, _)| name.is_name(n)) {
             self.call_kind = self.call_kind.max(*kind);
             self.call_touches |= *touches;
+            self.call_writes |= !matches!(*n, b"currval" | b"lastval");
+        } else if WRITE_CALLS.iter().any(|n| name.is_name(n)) {
+            self.call_writes = true;
         }
     }
 
@@ -257,8 +284,15 @@ impl<'a> Stmt<'a> {
         if self.is_into_temp(tok) {
             self.into_temp = true;
         }
-        let b0 = self.prev(0);
         let top = self.depth == self.base;
+        if [&b"insert"[..], b"update", b"delete", b"merge"]
+            .iter()
+            .any(|kw| tok.is_kw(kw))
+            || (top && tok.is_kw(b"into"))
+        {
+            self.writes = true;
+        }
+        let b0 = self.prev(0);
         match self.lead {
             Head::With if top && self.with_modifies.is_none() => {
                 let cte_name =
@@ -336,6 +370,8 @@ impl<'a> Stmt<'a> {
             return Ok(());
         }
         let (kind, touches) = self.decide()?;
+        let read = self.reads_only();
+        total.read_only = read && (total.statements == 0 || total.read_only);
         total.statements += 1;
         total.kind = total.kind.max(kind);
         total.touches |= touches;
@@ -444,6 +480,17 @@ impl<'a> Stmt<'a> {
             touches |= self.call_touches;
         }
         Ok((kind, touches))
+    }
+
+    /// Whether the statement provably only reads (see `Classification::read_only`).
+    /// A `FOR UPDATE`'s `update` counts as a write too, which it is for a replica.
+    fn reads_only(&self) -> bool {
+        let query = match self.lead {
+            Head::Select | Head::Values | Head::Table | Head::With => true,
+            Head::Other => self.head_at(0).is_some_and(|t| t.is_kw(b"show")),
+            _ => false,
+        };
+        query && !self.writes && !self.lock_clause && !self.call_writes && self.copy.is_none()
     }
 
     /// Does the head read `CREATE [OR REPLACE] FUNCTION | PROCEDURE`?

@@ -231,6 +231,14 @@ pub struct Classification {
     /// Whether a statement copies data through the client (`COPY ... FROM STDIN`
     /// or `TO STDOUT`), and which way; the first such statement decides.
     pub copy: Option<CopyDirection>,
+    /// Whether every statement provably only reads: a query (`SELECT`, `VALUES`,
+    /// `TABLE`, a `WITH` without `INSERT`/`UPDATE`/`DELETE`/`MERGE` anywhere in it),
+    /// `SHOW`, or an `EXPLAIN` of one, with no locking clause (`FOR UPDATE`…), no
+    /// `SELECT … INTO`, and no call that writes, locks or sets (`nextval`, `setval`,
+    /// advisory locks, `set_config`, `pg_notify`, `txid_current`, large objects…). What
+    /// it cannot see (a user function that writes) is left to a `READ ONLY`
+    /// transaction on the server. Empty text is not read-only.
+    pub read_only: bool,
 }
 
 /// Which way a `COPY` streams data through the client.

@@ -254,6 +254,7 @@ fn hot_path_is_stable() {
         touches: Touches::empty(),
         statements: 1,
         copy: None,
+        read_only: true,
     };
     for _ in 0..10_000 {
         assert_eq!(classify("SELECT 1"), Ok(want));
@@ -287,4 +288,60 @@ fn copy_through_the_client_is_marked_and_server_files_are_not() {
     // Among several statements, the COPY is still found.
     let c = classify("SELECT 1; COPY t FROM STDIN").expect("classified");
     assert_eq!((c.copy, c.statements), (i, 2));
+}
+
+#[test]
+fn read_only_is_proved_only_for_statements_that_cannot_write() {
+    let reads = [
+        "SELECT 1",
+        "select * from t where id = $1",
+        "VALUES (1), (2)",
+        "TABLE t",
+        "SHOW search_path",
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+        "EXPLAIN SELECT * FROM t",
+        "(SELECT 1) UNION (SELECT 2)",
+        "SELECT currval('s')",
+        "SELECT 1; SELECT 2",
+        "SELECT 'INSERT INTO t' AS s -- DELETE",
+        "SELECT \"update\" FROM t",
+        "SELECT pg_last_wal_replay_lsn()",
+    ];
+    let writes = [
+        "",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "CREATE TABLE t (a int)",
+        "SELECT * FROM t FOR UPDATE",
+        "SELECT * FROM t FOR SHARE",
+        "SELECT * INTO t2 FROM t",
+        "SELECT * INTO TEMP t2 FROM t",
+        "WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x",
+        "WITH x AS (SELECT 1) DELETE FROM t",
+        "SELECT nextval('s')",
+        "SELECT setval('s', 1)",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT pg_try_advisory_xact_lock(1)",
+        "SELECT set_config('a.b', 'c', false)",
+        "SELECT pg_notify('c', 'x')",
+        "SELECT txid_current()",
+        "SELECT lo_create(0)",
+        "SELECT lo_put(1, 0, 'x')",
+        "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+        "COPY t TO STDOUT",
+        "SET search_path = x",
+        "LOCK TABLE t",
+        "CALL p()",
+        "SELECT 1; INSERT INTO t VALUES (1)",
+        "NOTIFY c",
+        "VACUUM t",
+    ];
+    for sql in reads {
+        assert_eq!(classify(sql).map(|c| c.read_only), Ok(true), "{sql:?}");
+    }
+    for sql in writes {
+        assert_eq!(classify(sql).map(|c| c.read_only), Ok(false), "{sql:?}");
+    }
 }
