@@ -161,6 +161,18 @@ pub enum Error {
         /// What it left behind.
         problem: &'static str,
     },
+
+    /// A read on the read side (`ReadDb`) found no replica able to serve it, and the pool
+    /// is set to fail rather than read from the primary
+    /// (`replica_fallback(ReplicaFallback::Fail)`).
+    #[error(
+        "no replica can serve this read: {why}; wait for them to recover or catch up, raise max_replica_lag,          or let reads fall back to the primary (ReplicaFallback::Primary)"
+    )]
+    #[non_exhaustive]
+    NoReplica {
+        /// Why each replica was passed over (`host:port: reason`, `; `-separated).
+        why: String,
+    },
 }
 
 /// Why a connect failed, and what to check.

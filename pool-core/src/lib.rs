@@ -18,17 +18,19 @@ mod telemetry;
 
 pub use api::{
     Acquire, AdvisoryLock, BinaryCopyIn, BinaryCopyOut, ConnSet, ConnSource, CopyInSink,
-    CopyOutStream, Db, FreshTxSource, Isolation, Listener, ListenerEvent, LockMode, Pool,
-    PooledConn, RowStream, Tx, TxOptions, TxSource,
+    CopyOutStream, Db, FreshReadTxSource, FreshTxSource, Isolation, Listener, ListenerEvent,
+    LockMode, Pool, PooledConn, ReadConn, ReadDb, ReadTxSource, ReplicaStatus, RowStream, Tx,
+    TxOptions, TxSource,
 };
 pub use bytes;
-pub use config::{Builder, ConfigSource, NestedCheckout, SslMode};
+pub use config::{Builder, ConfigSource, NestedCheckout, ReplicaFallback, SslMode};
 pub use conn::Conn;
 pub use error::{Error, Result, Timeout, TimeoutKind};
 pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};
 pub use stmt::{
     ConnKind, ConnSql, CopyIn, CopyInSql, CopyOut, CopyOutSql, OneShotKind, OneShotSql, Plain,
-    Prepared, SessionState, Sql, StatementFuture, Stmt, StmtKind, TransactionOnly,
+    Prepared, ReadKind, ReadOnly, ReadSql, SessionState, Sql, StatementFuture, Stmt, StmtKind,
+    TransactionOnly,
 };
 pub use tokio_postgres;
 pub use tokio_postgres::types::ToSql;

@@ -109,6 +109,13 @@ impl<T> std::fmt::Debug for StatementFuture<'_, T> {
 #[derive(Debug, Clone, Copy)]
 pub enum Plain {}
 
+/// Marker: a [`Plain`] statement that provably only reads (`SELECT`, `VALUES`, `TABLE`,
+/// `SHOW`, a `WITH` that modifies nothing; no `FOR UPDATE`, no `SELECT … INTO`, no call
+/// that writes or locks). It runs wherever a `Plain` one does, and also on the read side
+/// ([`ReadDb`](crate::ReadDb): replicas). `Stmt<ReadOnly>` converts into `Stmt<Plain>`.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadOnly {}
+
 /// Marker: a statement that leaves state in the session (`SET`, `LISTEN`, session
 /// advisory locks, temp tables, `PREPARE`, `currval`…). It needs a held connection; the
 /// pool resets that state before the connection is reused.
@@ -129,8 +136,8 @@ pub enum CopyIn {}
 pub enum CopyOut {}
 
 /// A statement classified at compile time by `sql!`. The kind parameter is one of
-/// [`Plain`], [`SessionState`], [`TransactionOnly`] and decides where it may run; a
-/// `COPY` through the client is a [`CopyIn`] or [`CopyOut`].
+/// [`ReadOnly`], [`Plain`], [`SessionState`], [`TransactionOnly`] and decides where it
+/// may run; a `COPY` through the client is a [`CopyIn`] or [`CopyOut`].
 pub struct Stmt<K> {
     sql: &'static str,
     touches: u16,
@@ -226,6 +233,11 @@ impl<'a> SqlParts<'a> {
 
     /// One statement whose kind is known without classifying its text.
     pub(crate) fn known(text: &'a str, kind: Kind, touches: Touches) -> SqlParts<'a> {
+        SqlParts::known_as(text, kind, touches, false)
+    }
+
+    /// [`SqlParts::known`], saying whether it only reads.
+    fn known_as(text: &'a str, kind: Kind, touches: Touches, read_only: bool) -> SqlParts<'a> {
         SqlParts::classified(
             text,
             Ok(Classification {
@@ -233,6 +245,7 @@ impl<'a> SqlParts<'a> {
                 touches,
                 statements: 1,
                 copy: None,
+                read_only,
             }),
             None,
         )
@@ -247,6 +260,7 @@ impl<'a> SqlParts<'a> {
                 touches: Touches::from_bits_truncate(touches),
                 statements: 1,
                 copy: Some(direction),
+                read_only: false,
             }),
             None,
         )
@@ -265,6 +279,12 @@ impl<'a> SqlParts<'a> {
     /// Takes the classification found for this text earlier (a statement cache's).
     pub(crate) fn assume(&self, class: Classification) {
         let _ = self.class.set(Ok(class));
+    }
+}
+
+impl From<Stmt<ReadOnly>> for Stmt<Plain> {
+    fn from(s: Stmt<ReadOnly>) -> Stmt<Plain> {
+        Stmt::__new_unchecked(s.sql, s.touches)
     }
 }
 
@@ -292,6 +312,16 @@ pub trait OneShotSql: Sql {}
     note = "open a transaction and run it there: `let mut tx = conn.begin().await?;` (or a `#[transactional]` function)"
 )]
 pub trait ConnSql: Sql {}
+
+/// Statements that may run on the read side ([`ReadDb`](crate::ReadDb), which sends
+/// them to replicas): a `Stmt<ReadOnly>` from `sql!`, or a `&str`/`String` (checked at
+/// run time to be read-only).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run on the read side (`ReadDb`, replicas)",
+    label = "not a statement that provably only reads",
+    note = "the read side takes statements that cannot write: `sql!(\"SELECT …\")` without FOR UPDATE, SELECT … INTO or a call that writes or locks; run writes through `pool.db()`"
+)]
+pub trait ReadSql: OneShotSql + ConnSql {}
 
 /// A `COPY … FROM STDIN` statement, for `copy_in`: a `&str`/`String` (checked at run
 /// time) or a `Stmt<CopyIn>` from `sql!`.
@@ -331,6 +361,8 @@ macro_rules! str_like {
         #[diagnostic::do_not_recommend]
         impl ConnSql for $t {}
         #[diagnostic::do_not_recommend]
+        impl ReadSql for $t {}
+        #[diagnostic::do_not_recommend]
         impl CopyInSql for $t {
             fn __copy_parts(&self) -> SqlParts<'_> {
                 Sql::__parts(self)
@@ -356,7 +388,19 @@ str_like!(&str, String, &String);
 pub trait StmtKind: sealed::Sealed + 'static {
     #[doc(hidden)]
     const KIND: Kind;
+    #[doc(hidden)]
+    const READ_ONLY: bool = false;
 }
+
+/// The statement kinds the read side ([`ReadDb`](crate::ReadDb)) takes: only
+/// [`ReadOnly`]. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a `Stmt<{Self}>` may write: it cannot run on the read side (`ReadDb`, replicas)",
+    label = "the read side takes only statements that provably only read (`Stmt<ReadOnly>`)",
+    note = "a replica refuses writes, and the read side's connections to the primary are read-only too; run writes through `pool.db()`",
+    note = "a SELECT is not read-only with FOR UPDATE/SHARE, SELECT … INTO, a data-modifying WITH, or a call that writes or locks (nextval, setval, advisory locks, set_config, pg_notify)"
+)]
+pub trait ReadKind: OneShotKind + ConnKind {}
 
 /// The statement kinds that may run as a one-shot on `Db`: only [`Plain`]. Sealed.
 #[diagnostic::on_unimplemented(
@@ -378,12 +422,17 @@ pub trait OneShotKind: sealed::Sealed {}
 pub trait ConnKind: sealed::Sealed {}
 
 impl sealed::Sealed for Plain {}
+impl sealed::Sealed for ReadOnly {}
 impl sealed::Sealed for SessionState {}
 impl sealed::Sealed for TransactionOnly {}
 impl sealed::Sealed for CopyIn {}
 impl sealed::Sealed for CopyOut {}
 impl StmtKind for Plain {
     const KIND: Kind = Kind::Plain;
+}
+impl StmtKind for ReadOnly {
+    const KIND: Kind = Kind::Plain;
+    const READ_ONLY: bool = true;
 }
 impl StmtKind for SessionState {
     const KIND: Kind = Kind::Session;
@@ -392,7 +441,10 @@ impl StmtKind for TransactionOnly {
     const KIND: Kind = Kind::TxOnly;
 }
 impl OneShotKind for Plain {}
+impl OneShotKind for ReadOnly {}
 impl ConnKind for Plain {}
+impl ConnKind for ReadOnly {}
+impl ReadKind for ReadOnly {}
 impl ConnKind for SessionState {}
 // A COPY fails `StmtKind` already: these keep a second, misleading error from following.
 #[diagnostic::do_not_recommend]
@@ -407,12 +459,18 @@ impl ConnKind for CopyOut {}
 impl<K: 'static> sealed::Sealed for Stmt<K> {}
 impl<K: StmtKind> Sql for Stmt<K> {
     fn __parts(&self) -> SqlParts<'_> {
-        SqlParts::known(self.sql, K::KIND, Touches::from_bits_truncate(self.touches))
+        SqlParts::known_as(
+            self.sql,
+            K::KIND,
+            Touches::from_bits_truncate(self.touches),
+            K::READ_ONLY,
+        )
     }
 }
 // `StmtKind` first: for a COPY, its message is the one reported.
 impl<K: StmtKind + OneShotKind> OneShotSql for Stmt<K> {}
 impl<K: StmtKind + ConnKind> ConnSql for Stmt<K> {}
+impl<K: StmtKind + ReadKind> ReadSql for Stmt<K> {}
 
 impl CopyInSql for Stmt<CopyIn> {
     fn __copy_parts(&self) -> SqlParts<'_> {

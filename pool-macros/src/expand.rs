@@ -242,10 +242,12 @@ fn expand_transactional(args: TxArgs, func: Func) -> TokenStream {
     let tx_ty = with_anon_lifetime(&inner);
     // A retrying transaction needs a fresh one: it cannot re-run a savepoint.
     let fresh = args.retry.is_some();
-    let bound = if fresh {
-        quote!(#krate::FreshTxSource)
-    } else {
-        quote!(#krate::TxSource)
+    // A read-only transaction may also run on the read side (`ReadDb`).
+    let bound = match (fresh, args.read_only.is_some()) {
+        (true, false) => quote!(#krate::FreshTxSource),
+        (false, false) => quote!(#krate::TxSource),
+        (true, true) => quote!(#krate::FreshReadTxSource),
+        (false, true) => quote!(#krate::ReadTxSource),
     };
     replace_param(&mut item, index, bound);
     let get_hold = checked_out(&krate, &item, &ret);

@@ -87,7 +87,9 @@ pub fn with_conn(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Options:
 /// - `isolation = read_committed | repeatable_read | serializable`, `read_only`,
 ///   `deferrable` (only with `serializable, read_only`). They apply to an outermost
-///   transaction; a savepoint inherits its transaction's.
+///   transaction; a savepoint inherits its transaction's. A `read_only` function also
+///   accepts the read side (`&mut read_db` from `pool.read_db()`: replicas); the others
+///   do not, since they may write.
 /// - `retry = N`: on a serialization failure (SQLSTATE 40001) or deadlock (40P01) — from
 ///   the body or from `COMMIT` — roll back, wait a jittered exponential backoff
 ///   (`backoff_ms = ..`, default 10, doubling, capped at 2 s) and run the whole body again,
@@ -133,7 +135,8 @@ pub fn transactional(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Classifies a statement at compile time: `sql!("…")` is a `pool_core::Stmt<K>` whose
-/// kind `K` decides where it may run — `Plain` anywhere, `SessionState` (SET, LISTEN,
+/// kind `K` decides where it may run — `ReadOnly` (a statement that provably only reads)
+/// anywhere including the read side (`ReadDb`, replicas), `Plain` anywhere else, `SessionState` (SET, LISTEN,
 /// advisory locks, temp tables, currval…) only on a held connection, `TransactionOnly`
 /// (LOCK TABLE, SET LOCAL, FOR UPDATE, xact advisory locks) only in a transaction.
 /// Transaction control (`BEGIN`, `COMMIT`, …) is refused at compile time.

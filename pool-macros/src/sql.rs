@@ -75,6 +75,7 @@ pub(crate) fn sql(input: TokenStream) -> TokenStream {
                 (Some(pool_sql::CopyDirection::In), _) => quote!(CopyIn),
                 (Some(pool_sql::CopyDirection::Out), _) => quote!(CopyOut),
                 (None, kind) => match kind {
+                    pool_sql::Kind::Plain if c.read_only => quote!(ReadOnly),
                     pool_sql::Kind::Plain => quote!(Plain),
                     pool_sql::Kind::Session => quote!(SessionState),
                 pool_sql::Kind::TxOnly => quote!(TransactionOnly),

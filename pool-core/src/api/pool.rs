@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use crate::config::{Builder, ConfigSource};
+use crate::conn::WriteLog;
 use crate::engine::Shared;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::status::{Holder, Status};
 
 use super::db::Db;
+use super::read::ReadDb;
+use super::replicas::{ReplicaSet, ReplicaStatus};
 
 /// A pool of PostgreSQL connections. Cheap to clone; all clones share one pool.
 ///
@@ -30,6 +33,8 @@ use super::db::Db;
 #[derive(Clone)]
 pub struct Pool {
     pub(crate) shared: Arc<Shared>,
+    /// The read side, when the pool has replicas.
+    pub(crate) replicas: Option<Arc<ReplicaSet>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -62,6 +67,43 @@ impl Pool {
     /// held.
     pub fn db(&self) -> Db {
         Db::new(self.clone())
+    }
+
+    /// The per-task capability to read from the replicas
+    /// ([`Builder::replica`](crate::Builder::replica)): checkouts and one-shots that take
+    /// only reads, sent to a replica that is up, within `max_replica_lag` and past this
+    /// task's own last write, else to the primary on a read-only session. Without
+    /// replicas every read goes to the primary that way. Make one per task or request,
+    /// like [`db`](Pool::db).
+    pub fn read_db(&self) -> ReadDb {
+        let replicas = match &self.replicas {
+            Some(set) => {
+                set.ensure_started(&self.shared);
+                (0..set.len()).map(|i| set.member(i).db()).collect()
+            }
+            None => Vec::new(),
+        };
+        ReadDb {
+            primary: Pool::single(Arc::clone(&self.shared)).db(),
+            replicas,
+            set: self.replicas.clone(),
+        }
+    }
+
+    /// What the pool knows of each replica: usable or not and why, lag, replay
+    /// position. Empty without replicas.
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .as_ref()
+            .map_or_else(Vec::new, |set| set.status())
+    }
+
+    /// A pool over one server only (a replica's, or the primary without its read side).
+    pub(crate) fn single(shared: Arc<Shared>) -> Pool {
+        Pool {
+            shared,
+            replicas: None,
+        }
     }
 
     /// How many connections exist and what they are doing, with cumulative counters.
@@ -110,7 +152,12 @@ impl Pool {
     ///
     /// If the future is dropped, the pool is still closed; only the waiting stops.
     pub async fn close(&self) {
-        self.shared.close().await;
+        match &self.replicas {
+            Some(set) => {
+                futures::future::join(self.shared.close(), set.close()).await;
+            }
+            None => self.shared.close().await,
+        }
     }
 }
 
@@ -118,24 +165,56 @@ impl Builder {
     /// Validates the settings and builds the pool. Lazy: no connection is opened until
     /// the first acquire (or by the background task, for `min_idle`).
     pub fn build(self) -> Result<Pool> {
-        let (pool, conn) = self.validate()?;
-        let shared = Shared::new(pool, conn);
-        shared.ensure_maintenance();
-        Ok(Pool { shared })
+        let pool = self.assemble()?;
+        pool.shared.ensure_maintenance();
+        if let Some(set) = &pool.replicas {
+            set.ensure_started(&pool.shared);
+        }
+        Ok(pool)
     }
 
     /// Builds the pool and proves it can connect by opening one connection, which stays
-    /// in the pool. Fails with the connect error (bad password, unreachable server…).
+    /// in the pool — and with replicas, one to each replica, asking each whether it is a
+    /// standby. Fails with the connect error (bad password, unreachable server…), or
+    /// [`Error::Config`] naming a replica that is not a standby.
     ///
     /// If the future is dropped, the pool is dropped with it.
     pub async fn connect(self) -> Result<Pool> {
-        let (pool, conn) = self.validate()?;
-        let pool = Pool {
-            shared: Shared::new(pool, conn),
-        };
+        let pool = self.assemble()?;
         // The proof first, then `min_idle` (which could otherwise take every slot).
         pool.shared.warm_up().await?;
+        if let Some(set) = &pool.replicas {
+            for i in 0..set.len() {
+                set.member(i).shared.warm_up().await?;
+            }
+            set.sample(&pool.shared).await;
+            if let Some(bad) = set.status().into_iter().find(|r| r.problem.is_some()) {
+                return Err(Error::config(
+                    "replica",
+                    format!("{}: {}", bad.name, bad.problem.unwrap_or_default()),
+                ));
+            }
+        }
         pool.shared.ensure_maintenance();
+        if let Some(set) = &pool.replicas {
+            set.ensure_started(&pool.shared);
+        }
         Ok(pool)
+    }
+
+    /// The pool, validated, with its read side; nothing started.
+    fn assemble(mut self) -> Result<Pool> {
+        let replicas = self.take_replicas();
+        let (pool, mut conn) = self.validate()?;
+        let plan = replicas.plan(&pool, &conn)?;
+        let set = plan.map(|plan| {
+            let writes = Arc::new(WriteLog::default());
+            conn.writes = Some(Arc::clone(&writes));
+            Arc::new(ReplicaSet::new(plan, writes))
+        });
+        Ok(Pool {
+            shared: Shared::new(pool, conn),
+            replicas: set,
+        })
     }
 }

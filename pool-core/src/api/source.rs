@@ -18,6 +18,7 @@ use crate::error::Result;
 use super::acquire::Acquire;
 use super::db::Db;
 use super::pooled::PooledConn;
+use super::read::ReadDb;
 use super::tx::Tx;
 
 mod sealed {
@@ -44,7 +45,8 @@ pub trait ConnSource: sealed::Sealed + Send {
     message = "`{Self}` cannot begin a transaction",
     label = "expected `&mut Db`, `&mut Conn`, `&mut PooledConn` or `&mut Tx`",
     note = "holding `tx: &mut Tx` or `conn: &mut Conn` already? pass it as it is (`f(tx)`, not `f(&mut tx)`): it is already a `&mut`, and a `#[transactional]` helper called with a `Tx` runs in a savepoint of it",
-    note = "with a `Pool`: call `pool.db()` once per task and pass `&mut db`"
+    note = "with a `Pool`: call `pool.db()` once per task and pass `&mut db`",
+    note = "the read side (`ReadDb`) begins only read-only transactions: a function that only reads can say so with `#[transactional(read_only)]`; one that writes takes `&mut db`"
 )]
 pub trait TxSource: ConnSource {}
 
@@ -58,10 +60,30 @@ pub trait TxSource: ConnSource {}
 )]
 pub trait FreshTxSource: TxSource {}
 
+/// A source a `#[transactional(read_only)]` function accepts: every [`TxSource`], and
+/// the read side ([`ReadDb`], whose transactions go to a replica or run read-only on the
+/// primary). Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot begin a read-only transaction",
+    label = "expected `&mut Db`, `&mut ReadDb`, `&mut Conn`, `&mut PooledConn` or `&mut Tx`",
+    note = "with a `Pool`: call `pool.read_db()` (or `pool.db()`) once per task and pass `&mut` to it"
+)]
+pub trait ReadTxSource: ConnSource {}
+
+/// A source a retrying `#[transactional(read_only, retry = N)]` function accepts: as
+/// [`FreshTxSource`], and the read side ([`ReadDb`]). Sealed.
+#[diagnostic::on_unimplemented(
+    message = "a retrying `#[transactional]` cannot run inside an outer transaction (`{Self}`)",
+    label = "this is already a transaction; a retry could only re-run a savepoint, while the conflict aborted the whole outer transaction",
+    note = "call it with `&mut db`, `&mut read_db` or a connection outside any transaction, or drop `retry` and let the outermost transaction retry"
+)]
+pub trait FreshReadTxSource: ReadTxSource {}
+
 impl sealed::Sealed for Db {}
 impl sealed::Sealed for Conn {}
 impl sealed::Sealed for PooledConn<'_> {}
 impl sealed::Sealed for Tx<'_> {}
+impl sealed::Sealed for ReadDb {}
 
 impl ConnSource for Db {
     #[track_caller]
@@ -97,6 +119,28 @@ impl FreshTxSource for Db {}
 impl FreshTxSource for Conn {}
 impl FreshTxSource for PooledConn<'_> {}
 
+impl ConnSource for ReadDb {
+    #[track_caller]
+    fn __checkout(&mut self) -> Checkout<'_> {
+        let site = Location::caller();
+        let db: &ReadDb = self;
+        Checkout(CheckoutInner::Read(Box::pin(async move {
+            db.checkout(site).await.map(|(conn, _)| conn)
+        })))
+    }
+}
+
+impl ReadTxSource for Db {}
+impl ReadTxSource for Conn {}
+impl ReadTxSource for PooledConn<'_> {}
+impl ReadTxSource for Tx<'_> {}
+impl ReadTxSource for ReadDb {}
+
+impl FreshReadTxSource for Db {}
+impl FreshReadTxSource for Conn {}
+impl FreshReadTxSource for PooledConn<'_> {}
+impl FreshReadTxSource for ReadDb {}
+
 /// The future of [`ConnSource::__checkout`].
 #[doc(hidden)]
 pub struct Checkout<'a>(CheckoutInner<'a>);
@@ -104,6 +148,8 @@ pub struct Checkout<'a>(CheckoutInner<'a>);
 enum CheckoutInner<'a> {
     Ready(Option<&'a mut Conn>),
     Acquire(Acquire<'a>),
+    /// The read side's checkout: routed, and maybe made read-only on the primary.
+    Read(Pin<Box<dyn Future<Output = Result<PooledConn<'a>>> + Send + 'a>>),
 }
 
 impl<'a> Future for Checkout<'a> {
@@ -116,6 +162,9 @@ impl<'a> Future for Checkout<'a> {
             },
             CheckoutInner::Acquire(acquire) => {
                 Pin::new(acquire).poll(cx).map(|r| r.map(ConnRef::Pooled))
+            }
+            CheckoutInner::Read(checkout) => {
+                checkout.as_mut().poll(cx).map(|r| r.map(ConnRef::Pooled))
             }
         }
     }

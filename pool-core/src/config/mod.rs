@@ -6,6 +6,7 @@
 //! TLS connector and the `after_connect` hook). It may not touch a running pool: the
 //! methods that build one (`build`, `connect`) are written with `Pool`, in `api/`.
 
+mod replicas;
 mod ssl;
 mod validate;
 
@@ -20,6 +21,8 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 use crate::conn::{Conn, ConnConfig, Connector};
 use crate::error::Result;
+pub use replicas::ReplicaFallback;
+pub(crate) use replicas::{ReplicaOptions, ReplicaPlan};
 pub use ssl::SslMode;
 use ssl::{SslOptions, TlsChoice, take_ssl_options};
 
@@ -148,6 +151,10 @@ impl Default for PoolConfig {
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
 /// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
 /// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
+/// | [`replica`](Self::replica) | none | a streaming replica for the read side (`pool.read_db()`); once per replica |
+/// | [`max_replica_lag`](Self::max_replica_lag) | no bound | a replica further behind serves no reads |
+/// | [`replica_fallback`](Self::replica_fallback) | `Primary` | reads when no replica can serve them |
+/// | [`replica_sample_interval`](Self::replica_sample_interval) | 200 ms | how often WAL positions are sampled |
 #[must_use = "a builder does nothing until build() or connect()"]
 pub struct Builder {
     source: ConfigSource,
@@ -160,6 +167,8 @@ pub struct Builder {
     pool: PoolConfig,
     /// The settings of each connection.
     conn: ConnConfig,
+    /// The read side: replicas and how to route to them.
+    replicas: ReplicaOptions,
 }
 
 impl fmt::Debug for Builder {
@@ -180,6 +189,7 @@ impl Builder {
             tls: TlsChoice::None,
             pool: PoolConfig::default(),
             conn: ConnConfig::default(),
+            replicas: ReplicaOptions::default(),
         }
     }
 
@@ -450,4 +460,16 @@ impl Builder {
         self.pool.bookkeeping = on;
         self
     }
+}
+
+/// A pool's default name: its first `host:port`.
+pub(crate) fn default_name(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
 }

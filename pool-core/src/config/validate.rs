@@ -183,4 +183,62 @@ mod tests {
             .unwrap();
         assert_eq!(conn.pg.get_application_name(), Some("api"));
     }
+
+    #[test]
+    fn bad_replica_settings_name_the_field_and_the_fix() {
+        use std::time::Duration;
+        let replica = "postgres://postgres@127.0.0.2/app";
+        let (f, p) = field_of(
+            Pool::builder(URL)
+                .replica(replica)
+                .max_replica_lag(Duration::ZERO)
+                .build(),
+        );
+        assert_eq!(f, "max_replica_lag");
+        assert!(p.contains("leave it unset"), "{p}");
+        let (f, p) = field_of(
+            Pool::builder(URL)
+                .max_replica_lag(Duration::from_secs(1))
+                .build(),
+        );
+        assert_eq!(f, "max_replica_lag");
+        assert!(p.contains(".replica(url)"), "{p}");
+        let (f, _) = field_of(
+            Pool::builder(URL)
+                .replica_sample_interval(Duration::from_secs(1))
+                .build(),
+        );
+        assert_eq!(f, "replica_sample_interval");
+        let (f, p) = field_of(
+            Pool::builder(URL)
+                .replica(replica)
+                .max_replica_lag(Duration::from_millis(50))
+                .build(),
+        );
+        assert_eq!(f, "max_replica_lag");
+        assert!(p.contains("sample more often"), "{p}");
+        let (f, p) = field_of(
+            Pool::builder(URL)
+                .replica(replica)
+                .replica_sample_interval(Duration::from_millis(1))
+                .build(),
+        );
+        assert_eq!(f, "replica_sample_interval");
+        assert!(p.contains("10 ms or more"), "{p}");
+        let (f, p) = field_of(
+            Pool::builder(URL)
+                .replica(format!("{replica}?sslmode=verify-full"))
+                .build(),
+        );
+        assert_eq!(f, "replica");
+        assert!(p.contains("pool's TLS settings"), "{p}");
+        let (f, p) = field_of(Pool::builder(URL).replica("postgres://[::1").build());
+        assert_eq!(f, "replica");
+        assert!(p.contains("number 1"), "{p}");
+        // A good one builds, lazily, with the replica's sessions read-only.
+        let pool = Pool::builder(URL).replica(replica).build().unwrap();
+        assert_eq!(pool.replica_status().len(), 1);
+        assert_eq!(pool.replica_status()[0].name, "127.0.0.2:5432");
+        assert!(!pool.replica_status()[0].usable);
+    }
 }

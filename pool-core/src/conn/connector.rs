@@ -22,10 +22,12 @@ type ConnectFuture = BoxFuture<
 >;
 
 /// Opens connections and sends cancel requests, with the TLS connector type erased so
-/// that `Pool` needs no type parameter.
+/// that `Pool` needs no type parameter. Cloning shares the connector (a pool's replicas
+/// use its primary's).
+#[derive(Clone)]
 pub(crate) struct Connector {
-    connect: Box<dyn Fn(tokio_postgres::Config) -> ConnectFuture + Send + Sync>,
-    cancel: Box<
+    connect: std::sync::Arc<dyn Fn(tokio_postgres::Config) -> ConnectFuture + Send + Sync>,
+    cancel: std::sync::Arc<
         dyn Fn(CancelToken) -> BoxFuture<'static, std::result::Result<(), tokio_postgres::Error>>
             + Send
             + Sync,
@@ -42,7 +44,7 @@ impl Connector {
     {
         let for_cancel = tls.clone();
         Connector {
-            connect: Box::new(move |config: tokio_postgres::Config| {
+            connect: std::sync::Arc::new(move |config: tokio_postgres::Config| {
                 let tls = tls.clone();
                 Box::pin(async move {
                     let (client, mut connection) = config.connect(tls).await?;
@@ -50,7 +52,7 @@ impl Connector {
                     Ok((client, Box::pin(messages) as BoxStream<'static, _>))
                 })
             }),
-            cancel: Box::new(move |token: CancelToken| {
+            cancel: std::sync::Arc::new(move |token: CancelToken| {
                 let tls = for_cancel.clone();
                 Box::pin(async move { token.cancel_query(tls).await })
             }),

@@ -258,6 +258,26 @@ impl Conn {
         Ok(types)
     }
 
+    /// A statement that may write has run (or was sent): outside a transaction its
+    /// commit is recorded now for read-your-writes, inside one at `COMMIT`.
+    fn note_write(&mut self, class: &Classification) {
+        if class.read_only || self.ctx.config.writes.is_none() {
+            return;
+        }
+        if self.state.tx.depth() > 0 {
+            self.state.tx.wrote();
+        } else {
+            self.note_write_done();
+        }
+    }
+
+    /// This task's write is committed (or may be): the primary's write log records it.
+    pub(super) fn note_write_done(&self) {
+        if let Some(log) = &self.ctx.config.writes {
+            log.wrote();
+        }
+    }
+
     fn after_success(&mut self, class: &Classification) {
         if class.touches.contains(Touches::DROPS_PREPARED) {
             self.cache.clear();
@@ -271,6 +291,7 @@ impl Conn {
         class: &Classification,
         res: &Result<T>,
     ) {
+        self.note_write(class);
         match res {
             Ok(_) => self.after_success(class),
             Err(e) => self.after_error(parts, e),
@@ -430,6 +451,7 @@ impl Conn {
         let res = guard
             .run(deadline, parts.text, client.batch_execute(parts.text))
             .await;
+        self.note_write(&class);
         if res.is_ok() {
             self.after_success(&class);
         }

@@ -6,7 +6,8 @@
 //! operations (`guard.rs`), transaction depth and aborted state with the control steps
 //! (`txn.rs`), the statement cache (`cache.rs`), cleaning for reuse (`clean.rs`,
 //! `reset.rs`), opening a connection (`open.rs`) through the type-erased TLS connector
-//! (`connector.rs`), and the settings connections share (`settings.rs`). It knows
+//! (`connector.rs`), the settings connections share (`settings.rs`), and who last
+//! wrote through a primary, for read-your-writes (`writes.rs`). It knows
 //! nothing of the pool that lends it: it may not use the engine, the builder or the
 //! user-facing handles (`Tx`, `PooledConn`), which are built on top of it.
 
@@ -25,6 +26,7 @@ mod ssl_mode;
 #[cfg(feature = "rustls")]
 mod tls;
 mod txn;
+mod writes;
 
 use std::sync::Arc;
 
@@ -48,6 +50,7 @@ pub use ssl_mode::SslMode;
 pub(crate) use tls::rustls_connector;
 pub(crate) use txn::Control;
 use txn::TxState;
+pub(crate) use writes::WriteLog;
 
 /// A database connection, lent by the pool.
 ///

@@ -10,6 +10,7 @@ use tokio_postgres::NoTls;
 
 use super::Conn;
 use super::connector::Connector;
+use super::writes::WriteLog;
 use crate::error::Result;
 use crate::status::{AtomicCounters, DiscardReason};
 use crate::telemetry::Telemetry;
@@ -54,6 +55,32 @@ pub(crate) struct ConnConfig {
     /// How long each step of cleaning or recovering a connection may take (derived from
     /// `statement_timeout`, at most 5 s).
     pub(crate) cleanup_timeout: Duration,
+    /// A primary's with replicas: where its writes are recorded for read-your-writes.
+    pub(crate) writes: Option<Arc<WriteLog>>,
+}
+
+impl ConnConfig {
+    /// The same settings for connections to another server (a replica): `pg` in place of
+    /// this one's, no write log.
+    pub(crate) fn with_server(&self, pg: tokio_postgres::Config) -> ConnConfig {
+        ConnConfig {
+            pg,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+            max_lifetime: self.max_lifetime,
+            connector: self.connector.clone(),
+            after_connect: self.after_connect.clone(),
+            before_acquire: self.before_acquire.clone(),
+            after_release: self.after_release.clone(),
+            password_provider: self.password_provider.clone(),
+            statement_cache_capacity: self.statement_cache_capacity,
+            trace_statement_text: self.trace_statement_text,
+            discard_prepared_on_return: self.discard_prepared_on_return,
+            pgbouncer_transaction_mode: self.pgbouncer_transaction_mode,
+            cleanup_timeout: self.cleanup_timeout,
+            writes: None,
+        }
+    }
 }
 
 impl Default for ConnConfig {
@@ -74,6 +101,7 @@ impl Default for ConnConfig {
             discard_prepared_on_return: false,
             pgbouncer_transaction_mode: false,
             cleanup_timeout: Duration::from_secs(5),
+            writes: None,
         }
     }
 }

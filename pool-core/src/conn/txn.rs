@@ -28,6 +28,9 @@ pub(crate) struct TxState {
     /// deadlock: running the whole transaction again may succeed. Known here whatever
     /// error type the caller turned the failure into.
     retryable: bool,
+    /// A statement in this transaction may have written (read-your-writes records the
+    /// commit).
+    wrote: bool,
 }
 
 impl TxState {
@@ -87,6 +90,12 @@ impl TxState {
     fn ended(&mut self) {
         self.depth = 0;
         self.aborted_at = None;
+        self.wrote = false;
+    }
+
+    /// A statement that may write ran in this transaction.
+    pub(crate) fn wrote(&mut self) {
+        self.wrote = true;
     }
 
     /// The transaction was ended underneath its handles: they must fail.
@@ -104,6 +113,7 @@ impl TxState {
                 self.epoch += 1;
                 self.aborted_at = None;
                 self.retryable = false;
+                self.wrote = false;
             }
             (Control::Begin(_), false) => self.unwind_to(0),
             (Control::Savepoint(d), true) => self.depth = *d,
@@ -220,6 +230,9 @@ impl Conn {
         let (recovery, depth_if_dropped) = step.if_dropped();
         let (client, guard) = self.guarded(recovery, Some(depth_if_dropped));
         let res = guard.run(deadline, &sql, client.batch_execute(&sql)).await;
+        if matches!(step, Control::Commit) && self.state.tx.wrote {
+            self.note_write_done();
+        }
         if res.is_err() && self.state.broken {
             return res;
         }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, default_name};
 use crate::conn::{self, ConnConfig, Ctx};
 use crate::error::{Error, Result, Timeout, TimeoutKind};
 use crate::status::{AtomicCounters, DiscardReason, Holder, Status};
@@ -68,17 +68,6 @@ impl Drop for Shared {
 }
 
 /// The pool's name in metrics when the builder gives none: the first host and port.
-fn default_name(pg: &tokio_postgres::Config) -> String {
-    let host = match pg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
-}
-
 /// The locked state, in parts.
 struct State {
     idle: idle::IdleList,

@@ -51,24 +51,47 @@ impl PrivateClusterBuilder {
     pub async fn start(self) -> Result<PrivateCluster, HarnessError> {
         let binaries =
             binaries::find().map_err(|searched| HarnessError::BinariesNotFound { searched })?;
-        let mut cluster = tokio::task::spawn_blocking(move || create(binaries, &self.settings))
+        let settings = self.settings;
+        let cluster = tokio::task::spawn_blocking(move || create(binaries, &settings, None))
             .await
             .map_err(|e| HarnessError::io("creating a private cluster", e))??;
-        // The free port may be taken by someone else before the server
-        // binds it: retry with another one.
-        for _ in 1..5 {
-            let log_offset = file_len(&cluster.log_path);
-            match cluster.start().await {
-                Ok(()) => return Ok(cluster),
-                Err(_) if port_was_taken(&cluster.log_path, log_offset) => {
-                    cluster.port = free_port()?;
-                    cluster.url = cluster_url(cluster.port);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        cluster.start().await.map(|()| cluster)
+        start_on_free_port(cluster).await
     }
+
+    /// Creates a streaming replica of `primary` (`pg_basebackup -R`, with this builder's
+    /// settings over the copied ones), starts it on a free port and waits until it
+    /// accepts connections (as a hot standby).
+    pub async fn start_replica_of(
+        self,
+        primary: &PrivateCluster,
+    ) -> Result<PrivateCluster, HarnessError> {
+        let binaries =
+            binaries::find().map_err(|searched| HarnessError::BinariesNotFound { searched })?;
+        let settings = self.settings;
+        let port = primary.port;
+        let cluster = tokio::task::spawn_blocking(move || create(binaries, &settings, Some(port)))
+            .await
+            .map_err(|e| HarnessError::io("creating a replica", e))??;
+        start_on_free_port(cluster).await
+    }
+}
+
+/// Starts a created cluster, on another free port if its own was taken meanwhile.
+async fn start_on_free_port(mut cluster: PrivateCluster) -> Result<PrivateCluster, HarnessError> {
+    // The free port may be taken by someone else before the server
+    // binds it: retry with another one.
+    for _ in 1..5 {
+        let log_offset = file_len(&cluster.log_path);
+        match cluster.start().await {
+            Ok(()) => return Ok(cluster),
+            Err(_) if port_was_taken(&cluster.log_path, log_offset) => {
+                cluster.port = free_port()?;
+                cluster.url = cluster_url(cluster.port);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    cluster.start().await.map(|()| cluster)
 }
 
 /// A throwaway PostgreSQL cluster owned by one test, for tests that must
@@ -218,6 +241,25 @@ impl PrivateCluster {
     pub async fn restart_immediate(&self) -> Result<(), HarnessError> {
         self.stop_immediate().await?;
         self.start().await
+    }
+
+    /// Promotes a replica to a primary (`pg_promote()`, waiting until it is done).
+    pub async fn promote(&self) -> Result<(), HarnessError> {
+        let fail = |e: tokio_postgres::Error| self.error(error_chain(&e));
+        let (client, connection) = self.config().connect(NoTls).await.map_err(fail)?;
+        let connection = tokio::spawn(connection);
+        let promoted: bool = client
+            .query_one("SELECT pg_promote(true, 30)", &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        drop(client);
+        let _ = connection.await;
+        if promoted {
+            Ok(())
+        } else {
+            Err(self.error("pg_promote() did not finish within 30 s"))
+        }
     }
 
     /// Freezes the postmaster (SIGSTOP): new connections hang until
@@ -401,11 +443,13 @@ fn cluster_url(port: u16) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
-/// Creates the cluster directory (blocking): copy of the template, socket
-/// dir, settings, reaper. Does not start the server.
+/// Creates the cluster directory (blocking): copy of the template — or, with
+/// `replica_of` (a primary's port), a base backup of that primary set up to stream from
+/// it — socket dir, settings, reaper. Does not start the server.
 fn create(
     binaries: Binaries,
     settings: &[(String, String)],
+    replica_of: Option<u16>,
 ) -> Result<PrivateCluster, HarnessError> {
     let run_as = binaries::run_as()?;
     let template = template(&binaries)?;
@@ -432,10 +476,34 @@ fn create(
     };
     process::spawn_reaper(&cluster.root, &cluster.data_dir)?;
     binaries::chown_to_server_user(&cluster.root)?;
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(template)
-        .arg(&cluster.data_dir))?;
+    match replica_of {
+        None => run(Command::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&cluster.data_dir))?,
+        Some(primary_port) => {
+            let mut command = Command::new(cluster.binaries.bindir.join("pg_basebackup"));
+            command
+                .arg("-D")
+                .arg(&cluster.data_dir)
+                .args(["-h", "127.0.0.1", "-p", &primary_port.to_string()])
+                .args([
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "stream",
+                    "-R",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ])
+                .current_dir(&cluster.root);
+            if let Some((uid, gid)) = run_as {
+                command.uid(uid).gid(gid);
+            }
+            run(&mut command)?;
+        }
+    }
     std::fs::create_dir(&cluster.socket_dir)
         .map_err(|e| HarnessError::io(format!("creating {}", cluster.socket_dir.display()), e))?;
     binaries::chown_to_server_user(&cluster.socket_dir)?;

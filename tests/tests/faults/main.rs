@@ -27,6 +27,7 @@ mod listener;
 mod load;
 mod network;
 mod pgbouncer;
+mod replicas;
 mod restart;
 mod server;
 mod soak;

@@ -8,8 +8,13 @@ mod pg {
 }
 
 async fn touch(db: &mut pg::Db, id: i64) -> Result<(), pg::Error> {
-    let plain: pg::Stmt<pg::Plain> = pg::sql!(crate = "crate::pg", "SELECT 1");
-    db.execute(plain, &[]).await?;
+    let read: pg::Stmt<pg::ReadOnly> = pg::sql!(crate = "crate::pg", "SELECT 1");
+    db.execute(read, &[]).await?;
+    let plain: pg::Stmt<pg::Plain> = pg::sql!(crate = "crate::pg", "DELETE FROM item WHERE id = $1");
+    db.execute(plain, &[&id]).await?;
+    // A read is also a plain statement where one is expected.
+    let widened: pg::Stmt<pg::Plain> = read.into();
+    db.execute(widened, &[]).await?;
     let mut conn = db.acquire().await?;
     let session: pg::Stmt<pg::SessionState> =
         pg::sql!(crate = "crate::pg", "SET search_path TO app");
