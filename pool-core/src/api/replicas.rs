@@ -177,24 +177,20 @@ impl ReplicaSet {
     pub(crate) async fn sample(&self, primary: &Arc<Shared>) {
         let at = Instant::now();
         let deadline = self.sample_deadline();
-        let primary_pool = Pool::single(Arc::clone(primary));
         let primary_lsn = lsn_of(
-            &primary_pool,
+            primary,
             "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
              ELSE (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 END",
             deadline,
         );
-        let replays = futures::future::join_all(self.members.iter().map(|m| {
-            let pool = Pool::single(Arc::clone(&m.shared));
-            async move {
-                lsn_of(
-                    &pool,
-                    "SELECT CASE WHEN pg_is_in_recovery() \
+        let replays = futures::future::join_all(self.members.iter().map(|m| async move {
+            lsn_of(
+                &m.shared,
+                "SELECT CASE WHEN pg_is_in_recovery() \
                      THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8 END",
-                    deadline,
-                )
-                .await
-            }
+                deadline,
+            )
+            .await
         }));
         let (primary_lsn, replays) = futures::future::join(primary_lsn, replays).await;
         if let Ok(Some(lsn)) = primary_lsn {
@@ -403,20 +399,41 @@ fn caught_up_at(history: &VecDeque<Position>, replay: u64) -> Option<Instant> {
         .map(|p| p.at)
 }
 
-/// Runs a sample query that returns one nullable `int8`; an error is said in words.
+/// Runs a sample query that returns one nullable `int8`; an error is said in words
+/// (with the last connect error, when connecting is what keeps it from an answer).
 async fn lsn_of(
-    pool: &Pool,
+    shared: &Arc<Shared>,
     sql: &'static str,
     deadline: Duration,
 ) -> std::result::Result<Option<u64>, String> {
-    let mut db = pool.db();
-    let row = match tokio::time::timeout(deadline, db.query_one(sql, &[]).timeout(deadline)).await {
+    let started = Instant::now();
+    let mut db = Pool::single(Arc::clone(shared)).db();
+    let answer = tokio::time::timeout(deadline, db.query_one(sql, &[]).timeout(deadline)).await;
+    let row = match answer {
         Ok(Ok(row)) => row,
         Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no answer within {}", DisplayDuration(deadline))),
+        Err(_) => {
+            let mut why = format!("no answer within {}", DisplayDuration(deadline));
+            if let Some(e) = shared.last_connect_error(started) {
+                why.push_str(&format!("; connecting fails: {}", error_chain(&e)));
+            }
+            return Err(why);
+        }
     };
     let lsn: Option<i64> = row.try_get(0).map_err(|e| e.to_string())?;
     Ok(lsn.map(|l| u64::try_from(l).unwrap_or(0)))
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 /// The background sampler: one round every `replica_sample_interval` while the pool

@@ -183,7 +183,9 @@ impl ReplicaOptions {
                 Some(primary) => format!("{primary}/{name}"),
                 None => name.clone(),
             });
-            servers.push((name, config, conn.with_server(pg)));
+            let mut replica = conn.with_server(pg);
+            replica.standby_only = true;
+            servers.push((name, config, replica));
         }
         Ok(Some(ReplicaPlan {
             servers,

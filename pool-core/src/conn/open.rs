@@ -52,8 +52,31 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         // The first host shares `connect_timeout` with the password provider, as a
         // single host always did; each further host gets a budget of its own.
         let budget_end = if i == 0 { started } else { host_started } + cfg.connect_timeout;
-        match tokio::time::timeout_at(budget_end, handshake(cfg, pg)).await {
-            Ok(Ok(parts)) => {
+        let attempt = async {
+            let parts = handshake(cfg, pg).await?;
+            let standby = if cfg.standby_only {
+                Some(in_recovery(&parts.0).await?)
+            } else {
+                None
+            };
+            Ok::<_, tokio_postgres::Error>((parts, standby))
+        };
+        match tokio::time::timeout_at(budget_end, attempt).await {
+            Ok(Ok((_, Some(false)))) => {
+                // A replica's host that is a primary (or was promoted): try the next.
+                failure = Some(ConnectFailure {
+                    error: Error::config(
+                        "replica",
+                        format!(
+                            "host {} is not a standby (pg_is_in_recovery() is false): a replica must be a \
+                             streaming replica; list a promoted one as the primary",
+                            i + 1
+                        ),
+                    ),
+                    permanent: false,
+                });
+            }
+            Ok(Ok((parts, _))) => {
                 found = Some(parts);
                 break;
             }
@@ -114,6 +137,14 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
         }
     }
     Ok(conn)
+}
+
+/// Whether the server is in recovery (a standby).
+async fn in_recovery(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
+    let messages = client.simple_query("SELECT pg_is_in_recovery()").await?;
+    Ok(messages.iter().any(
+        |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")),
+    ))
 }
 
 /// The handshake with one host, and the task that reads the connection's messages.

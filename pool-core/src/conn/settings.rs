@@ -57,6 +57,9 @@ pub(crate) struct ConnConfig {
     pub(crate) cleanup_timeout: Duration,
     /// A primary's with replicas: where its writes are recorded for read-your-writes.
     pub(crate) writes: Option<Arc<WriteLog>>,
+    /// A replica's: a host that is not in recovery is passed over at connect, like
+    /// libpq's `target_session_attrs=standby`.
+    pub(crate) standby_only: bool,
 }
 
 impl ConnConfig {
@@ -79,6 +82,7 @@ impl ConnConfig {
             pgbouncer_transaction_mode: self.pgbouncer_transaction_mode,
             cleanup_timeout: self.cleanup_timeout,
             writes: None,
+            standby_only: self.standby_only,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Default for ConnConfig {
             pgbouncer_transaction_mode: false,
             cleanup_timeout: Duration::from_secs(5),
             writes: None,
+            standby_only: false,
         }
     }
 }

@@ -190,6 +190,11 @@ impl Shared {
         }
     }
 
+    /// The error of the last failed connect, if connects have been failing since `since`.
+    pub(crate) fn last_connect_error(&self, since: Instant) -> Option<Arc<Error>> {
+        self.lock().gate.last_error(since)
+    }
+
     /// Who holds connections now, longest-held first.
     pub(crate) fn holders(&self) -> Vec<Holder> {
         let now = Instant::now();

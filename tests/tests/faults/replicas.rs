@@ -502,6 +502,35 @@ async fn a_replica_that_is_a_primary_is_refused_with_a_clear_error() {
     let mut read = pool.read_db();
     assert_eq!(read.acquire().await.unwrap().replica(), None);
     pool.close().await;
+
+    // A replica URL naming several hosts: a host that is a primary is passed over at
+    // connect (libpq's `target_session_attrs=standby`), and the standby is used.
+    let replica = PrivateCluster::builder()
+        .start_replica_of(&topo.primary)
+        .await
+        .unwrap();
+    let hosts = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres",
+        topo.primary.port(),
+        replica.port()
+    );
+    let pool = Pool::builder(topo.primary.url())
+        .replica(hosts.as_str())
+        .replica_sample_interval(Duration::from_millis(20))
+        .connect()
+        .await
+        .unwrap();
+    let mut read = pool.read_db();
+    let mut conn = read.acquire().await.unwrap();
+    assert!(conn.replica().is_some());
+    let port: i32 = conn
+        .query_one("SELECT current_setting('port')::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port, i32::from(replica.port()));
+    drop(conn);
+    pool.close().await;
 }
 
 /// How long a `COUNT(*)` of the ledger takes to agree with what was acked.
