@@ -533,7 +533,7 @@ async fn a_replica_that_is_a_primary_is_refused_with_a_clear_error() {
     pool.close().await;
 }
 
-/// How long a `COUNT(*)` of the ledger takes to agree with what was acked.
+/// How many rows the ledger table has.
 async fn acked_rows(client: &Client) -> i64 {
     client
         .query_one("SELECT count(*) FROM item", &[])
@@ -542,8 +542,27 @@ async fn acked_rows(client: &Client) -> i64 {
         .get(0)
 }
 
+/// How the old primary leaves in a failover.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Leaves {
+    /// It stops (immediate shutdown: a crash).
+    Stops,
+    /// It stays up but answers writes with 25006 (`default_transaction_read_only`), as a
+    /// demoted primary does.
+    Demoted,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_fails_over_to_a_promoted_replica_under_writes() {
+    failover_under_writes(Leaves::Stops).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_answering_25006_is_left_for_the_promoted_replica() {
+    failover_under_writes(Leaves::Demoted).await;
+}
+
+async fn failover_under_writes(leaves: Leaves) {
     let _serial = serial().await;
     // Durable commits: a commit acked by the old primary must be on the replica.
     let primary = PrivateCluster::builder()
@@ -652,17 +671,25 @@ async fn the_primary_fails_over_to_a_promoted_replica_under_writes() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = acked.lock().unwrap().len();
     assert!(before > 0, "no write was acked before the failover");
-    // The primary goes away; the replica is promoted.
+    // The primary goes away (or turns read-only); the replica is promoted.
     let failover = Instant::now();
-    primary.stop_immediate().await.unwrap();
+    match leaves {
+        Leaves::Stops => primary.stop_immediate().await.unwrap(),
+        Leaves::Demoted => primary
+            .set("default_transaction_read_only", "on")
+            .await
+            .unwrap(),
+    }
     let reads_at_stop = reads.load(Ordering::Relaxed);
     replica.promote().await.unwrap();
-    // Writes resume on the promoted replica.
+    let promoted = Instant::now();
+    // Writes resume on the promoted replica (an ack after the promotion is its).
     let resumed = eventually(Duration::from_secs(10), || async {
-        *last_ack.lock().unwrap() > failover + Duration::from_millis(1)
+        *last_ack.lock().unwrap() > promoted
     })
     .await;
     let took = failover.elapsed();
+    let after_promotion = promoted.elapsed();
     assert!(resumed, "writes did not resume after the failover");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -684,10 +711,31 @@ async fn the_primary_fails_over_to_a_promoted_replica_under_writes() {
     let on_server: std::collections::HashSet<i64> = ids.iter().copied().collect();
     let lost: Vec<&i64> = acked.iter().filter(|id| !on_server.contains(id)).collect();
     let read_errors = read_errors.lock().unwrap().clone();
+    if leaves == Leaves::Demoted {
+        // Server-side truth: the pool keeps no connection to the demoted host.
+        let old = connect(&primary.config()).await;
+        let left = eventually(Duration::from_secs(5), || async {
+            let n: i64 = old
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pool-core'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        })
+        .await;
+        assert!(
+            left,
+            "the pool still has connections to the demoted primary"
+        );
+    }
     eprintln!(
-        "[failover] writes resumed {} ms after the primary stopped; {} acked ({before} before), {} failed, \
-         {} rows on the new primary, {reads_after} reads after the stop, {} read errors",
+        "[failover, old primary {leaves:?}] writes resumed {} ms after the primary left ({} ms after the promotion); \
+         {} acked ({before} before), {} failed, {} rows on the new primary, {reads_after} reads after it left, {} read errors",
         took.as_millis(),
+        after_promotion.as_millis(),
         acked.len(),
         failed.load(Ordering::Relaxed),
         acked_rows(&survivor).await,
