@@ -26,7 +26,7 @@ pub use bytes;
 pub use config::{Builder, ConfigSource, NestedCheckout, ReplicaFallback, SslMode};
 pub use conn::Conn;
 pub use error::{Error, Result, Timeout, TimeoutKind};
-pub use status::{Counters, DiscardReason, Holder, Site, Status, TaskKey};
+pub use status::{Counters, DiscardReason, Holder, LaneStatus, Site, Status, TaskKey};
 pub use stmt::{
     ConnKind, ConnSql, CopyIn, CopyInSql, CopyOut, CopyOutSql, OneShotKind, OneShotSql, Plain,
     Prepared, ReadKind, ReadOnly, ReadSql, SessionState, Sql, StatementFuture, Stmt, StmtKind,

@@ -316,6 +316,26 @@ pub struct Status {
     pub closed: bool,
     /// Cumulative counters.
     pub counters: Counters,
+    /// The shared lane, when it is on (`Builder::shared_lane`).
+    pub lane: Option<LaneStatus>,
+}
+
+/// What the lane is doing, in [`Status::lane`](Status::lane).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LaneStatus {
+    /// Connections shared now (counted in the pool's `in_use`).
+    pub connections: usize,
+    /// Statements in flight on them.
+    pub in_flight: usize,
+    /// One-shots waiting because every shared connection is at `shared_in_flight`.
+    pub waiting: usize,
+    /// One-shots run on the lane so far.
+    pub statements: u64,
+    /// One-shots that had to wait for capacity so far.
+    pub waits: u64,
+    /// Shared connections lost (closed by the server or the network) so far.
+    pub lost: u64,
 }
 
 impl fmt::Display for Status {
@@ -342,6 +362,13 @@ impl fmt::Display for Status {
             "  waiting     {:>8}   connecting  {:>8}",
             self.waiting, self.connecting
         )?;
+        if let Some(lane) = &self.lane {
+            writeln!(
+                f,
+                "  shared      {:>8}   in flight   {:>8}   lane waiting {:>6}",
+                lane.connections, lane.in_flight, lane.waiting
+            )?;
+        }
         writeln!(
             f,
             "  acquires    {:>8}   waits       {:>8}",

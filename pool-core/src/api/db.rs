@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -10,9 +12,10 @@ use crate::conn::{Place, one_row, opt_row, placement};
 use crate::engine::acquire_many;
 use crate::error::Result;
 use crate::status::Site;
-use crate::stmt::{OneShotSql, SqlParts, StatementFuture};
+use crate::stmt::{OneShotSql, SqlParts, StatementFuture, call_timeout};
 
 use super::acquire::Acquire;
+use super::lane::{Got, Lane, Want};
 use super::pool::Pool;
 use super::pooled::ConnSet;
 
@@ -99,9 +102,34 @@ impl Db {
         StatementFuture::new(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
+            if let Some((lane, deadline)) = self.lane() {
+                return match lane
+                    .run(&self.pool.shared, &parts, params, Want::Rows, deadline)
+                    .await?
+                {
+                    Got::Rows(rows) => Ok(rows),
+                    Got::Count(_) => Ok(Vec::new()),
+                };
+            }
             let mut conn = Acquire::new(self, site).await?;
             conn.rows(parts, params, Place::Db).await
         })
+    }
+
+    /// The shared lane and the statement's deadline there, when this one-shot runs on
+    /// it: the lane is on, and the call's deadline (if it set one) is no longer than the
+    /// pool's `statement_timeout`, which the server enforces on a shared connection.
+    fn lane(&self) -> Option<(&Arc<Lane>, Option<Duration>)> {
+        let lane = self.pool.lane.as_ref()?;
+        let pool_deadline = self.pool.shared.ctx.config.statement_timeout;
+        let deadline = match call_timeout() {
+            None => pool_deadline,
+            Some(None) if pool_deadline.is_some() => return None,
+            Some(None) => None,
+            Some(Some(d)) if pool_deadline.is_some_and(|p| d > p) => return None,
+            Some(Some(d)) => Some(d),
+        };
+        Some((lane, deadline))
     }
 
     /// One-shot: runs a statement that returns exactly one row.
@@ -143,6 +171,15 @@ impl Db {
         StatementFuture::new(async move {
             let parts = statement.__parts();
             refuse_early(&parts)?;
+            if let Some((lane, deadline)) = self.lane() {
+                return match lane
+                    .run(&self.pool.shared, &parts, params, Want::Count, deadline)
+                    .await?
+                {
+                    Got::Count(n) => Ok(n),
+                    Got::Rows(_) => Ok(0),
+                };
+            }
             let mut conn = Acquire::new(self, site).await?;
             conn.count(parts, params, Place::Db).await
         })

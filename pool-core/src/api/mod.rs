@@ -11,6 +11,7 @@
 mod acquire;
 mod copy;
 mod db;
+mod lane;
 mod listener;
 mod locks;
 mod pool;

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::status::{Holder, Status};
 
 use super::db::Db;
+use super::lane::Lane;
 use super::read::ReadDb;
 use super::replicas::{ReplicaSet, ReplicaStatus};
 
@@ -35,6 +36,8 @@ pub struct Pool {
     pub(crate) shared: Arc<Shared>,
     /// The read side, when the pool has replicas.
     pub(crate) replicas: Option<Arc<ReplicaSet>>,
+    /// The shared lane for one-shots, when it is on.
+    pub(crate) lane: Option<Arc<Lane>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -103,13 +106,16 @@ impl Pool {
         Pool {
             shared,
             replicas: None,
+            lane: None,
         }
     }
 
     /// How many connections exist and what they are doing, with cumulative counters.
     /// `Display` prints it as a small table.
     pub fn status(&self) -> Status {
-        self.shared.status()
+        let mut status = self.shared.status();
+        status.lane = self.lane.as_ref().map(|lane| lane.status());
+        status
     }
 
     /// Who holds connections right now — checkout site, task, for how long —
@@ -152,6 +158,9 @@ impl Pool {
     ///
     /// If the future is dropped, the pool is still closed; only the waiting stops.
     pub async fn close(&self) {
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
         match &self.replicas {
             Some(set) => {
                 futures::future::join(self.shared.close(), set.close()).await;
@@ -205,8 +214,12 @@ impl Builder {
     /// The pool, validated, with its read side; nothing started.
     fn assemble(mut self) -> Result<Pool> {
         let replicas = self.take_replicas();
+        let lane = self.take_lane();
         let (pool, mut conn) = self.validate()?;
         let plan = replicas.plan(&pool, &conn)?;
+        let lane = lane
+            .plan(&pool, conn.pgbouncer_transaction_mode)?
+            .map(|plan| Arc::new(Lane::new(plan)));
         let set = plan.map(|plan| {
             let writes = Arc::new(WriteLog::default());
             conn.writes = Some(Arc::clone(&writes));
@@ -215,6 +228,7 @@ impl Builder {
         Ok(Pool {
             shared: Shared::new(pool, conn),
             replicas: set,
+            lane,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! TLS connector and the `after_connect` hook). It may not touch a running pool: the
 //! methods that build one (`build`, `connect`) are written with `Pool`, in `api/`.
 
+mod lane;
 mod replicas;
 mod ssl;
 mod validate;
@@ -21,6 +22,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 use crate::conn::{Conn, ConnConfig, Connector};
 use crate::error::Result;
+pub(crate) use lane::LanePlan;
 pub use replicas::ReplicaFallback;
 pub(crate) use replicas::{ReplicaOptions, ReplicaPlan};
 pub use ssl::SslMode;
@@ -151,6 +153,8 @@ impl Default for PoolConfig {
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
 /// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
 /// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
+/// | [`shared_lane`](Self::shared_lane) | off | one-shots pipelined on shared connections, no checkout |
+/// | [`shared_connections`](Self::shared_connections), [`shared_in_flight`](Self::shared_in_flight) | `max_size`, 32 | how many connections the lane may share, statements in flight on each |
 /// | [`replica`](Self::replica) | none | a streaming replica for the read side (`pool.read_db()`); once per replica |
 /// | [`max_replica_lag`](Self::max_replica_lag) | no bound | a replica further behind serves no reads |
 /// | [`replica_fallback`](Self::replica_fallback) | `Primary` | reads when no replica can serve them |
@@ -169,6 +173,8 @@ pub struct Builder {
     conn: ConnConfig,
     /// The read side: replicas and how to route to them.
     replicas: ReplicaOptions,
+    /// The shared lane for one-shot statements.
+    lane: lane::LaneOptions,
 }
 
 impl fmt::Debug for Builder {
@@ -190,6 +196,7 @@ impl Builder {
             pool: PoolConfig::default(),
             conn: ConnConfig::default(),
             replicas: ReplicaOptions::default(),
+            lane: lane::LaneOptions::default(),
         }
     }
 

@@ -154,6 +154,12 @@ impl Conn {
         self.meta.backend_pid
     }
 
+    /// The driver's client, for the shared lane, which pipelines statements from many
+    /// tasks on it while this `Conn` is held by the lane.
+    pub(crate) fn shared_client(&self) -> Arc<Client> {
+        Arc::clone(&self.client)
+    }
+
     /// Whether the connection is inside a transaction (only possible when it was reached
     /// through a [`Tx`](crate::Tx)).
     pub fn in_transaction(&self) -> bool {

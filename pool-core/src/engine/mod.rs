@@ -172,6 +172,7 @@ impl Shared {
             max_size: st.slots.max(),
             closed: st.closed,
             counters: self.ctx.counters.snapshot(),
+            lane: None,
         }
     }
 
@@ -188,6 +189,23 @@ impl Shared {
             statement: None,
             unsent: false,
         }
+    }
+
+    /// The error a checkout gets when `acquire_timeout` passes (the shared lane's waiters
+    /// get the same).
+    pub(crate) fn acquire_timeout_error(&self) -> Error {
+        let st = self.lock();
+        Error::Timeout(Box::new(self.acquire_timeout_locked(&st, Instant::now())))
+    }
+
+    /// `acquire_timeout`.
+    pub(crate) fn acquire_deadline(&self) -> Duration {
+        self.config.acquire_timeout
+    }
+
+    /// How many checkouts are waiting for a connection.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().queue.waiting()
     }
 
     /// The error of the last failed connect, if connects have been failing since `since`.

@@ -25,6 +25,7 @@ mod hooks;
 mod hosts;
 mod idents;
 mod jitter;
+mod lane;
 mod leaks;
 mod lifecycle;
 mod listener;

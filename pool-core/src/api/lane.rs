@@ -1,0 +1,396 @@
+//! The shared lane: `Db`'s one-shot statements pipelined on shared connections.
+//!
+//! A one-shot on `Db` takes only statements that need no session (`OneShotSql`), and
+//! each runs as its own implicit transaction with its own `Sync`: nothing it does
+//! outlives it on the connection. So one connection can carry the one-shots of many
+//! tasks at once, pipelined by the driver, without a checkout each.
+//!
+//! The lane's connections are ordinary checkouts, each held by a *keeper* task for as
+//! long as it is shared, so shared and checked-out connections together never exceed
+//! `max_size`. A keeper opens its connection when every shared one is busy, sets the
+//! session's `statement_timeout` to the pool's (the server enforces the deadline), and
+//! gives it back — to the idle list or a waiting checkout, through the normal check-in
+//! and reset — when it has been idle a while, when a checkout waits (the lane keeps one
+//! while others remain), when the connection dies, or when the pool closes. No cancel
+//! request is ever sent on a shared connection: it would cancel whatever that backend
+//! runs. A deadline shorter than the pool's abandons the response (the driver discards
+//! it when it comes).
+//!
+//! Capacity is a fair semaphore: `shared_in_flight` permits per shared connection, so
+//! with every connection at its limit a one-shot waits first come first served, up to
+//! `acquire_timeout`, and fails as a checkout would. A statement takes the least-loaded
+//! connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::config::LanePlan;
+use crate::engine::Shared;
+use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, preview};
+use crate::status::LaneStatus;
+use crate::stmt::SqlParts;
+
+use super::pool::Pool;
+
+/// How often a keeper looks at its connection and the pool.
+const KEEPER_EVERY: Duration = Duration::from_millis(50);
+/// A shared connection idle this long goes back to the pool.
+const IDLE_BACK: Duration = Duration::from_secs(5);
+
+/// One shared connection.
+struct SharedConn {
+    client: Arc<Client>,
+    in_flight: AtomicUsize,
+    /// Prepared statements of this connection, by text.
+    prepared: Mutex<HashMap<Box<str>, Statement>>,
+    /// No new statements: going back to the pool once the last in flight is done.
+    draining: AtomicBool,
+    /// The keeper's wake-up.
+    wake: Notify,
+    last_used: Mutex<Instant>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A pool's shared lane.
+pub(crate) struct Lane {
+    plan: LanePlan,
+    conns: Mutex<Vec<Arc<SharedConn>>>,
+    permits: Arc<Semaphore>,
+    /// A keeper is opening a connection.
+    growing: AtomicBool,
+    statements: AtomicU64,
+    waits: AtomicU64,
+    lost: AtomicU64,
+    waiting: AtomicUsize,
+}
+
+/// What a lane statement returns.
+pub(crate) enum Want {
+    Rows,
+    Count,
+}
+
+/// What it got.
+pub(crate) enum Got {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// Gives the permit back and counts the statement out, however it ends.
+struct InFlight<'a> {
+    conn: &'a SharedConn,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        *locked(&self.conn.last_used) = Instant::now();
+        if self.conn.draining.load(Ordering::Acquire) {
+            self.conn.wake.notify_one();
+        }
+    }
+}
+
+impl Lane {
+    pub(crate) fn new(plan: LanePlan) -> Lane {
+        Lane {
+            plan,
+            conns: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(0)),
+            growing: AtomicBool::new(false),
+            statements: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn status(&self) -> LaneStatus {
+        let conns = locked(&self.conns);
+        LaneStatus {
+            connections: conns.len(),
+            in_flight: conns
+                .iter()
+                .map(|c| c.in_flight.load(Ordering::Relaxed))
+                .sum(),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            statements: self.statements.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Opens one more shared connection (in a keeper task) if there is room and none is
+    /// being opened.
+    fn grow(self: &Arc<Self>, shared: &Arc<Shared>) {
+        if locked(&self.conns).len() >= self.plan.connections
+            || self.growing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.growing.store(false, Ordering::Release);
+            return;
+        };
+        rt.spawn(keeper(
+            Pool::single(Arc::clone(shared)),
+            Arc::downgrade(self),
+        ));
+    }
+
+    /// Takes `conn` out of service: no new statements; its keeper returns it once the
+    /// ones in flight are done. Its capacity is withdrawn as permits come back.
+    fn retire(&self, conn: &Arc<SharedConn>) {
+        let removed = {
+            let mut conns = locked(&self.conns);
+            let before = conns.len();
+            conns.retain(|c| !Arc::ptr_eq(c, conn));
+            before != conns.len()
+        };
+        conn.draining.store(true, Ordering::Release);
+        conn.wake.notify_one();
+        if removed {
+            let permits = Arc::clone(&self.permits);
+            let n = u32::try_from(self.plan.in_flight).unwrap_or(u32::MAX);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(n).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
+    /// The least-loaded shared connection that is not closed, if any.
+    fn pick(&self) -> Option<Arc<SharedConn>> {
+        let conns = locked(&self.conns);
+        conns
+            .iter()
+            .filter(|c| !c.client.is_closed())
+            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// Runs a one-shot on the lane. `deadline` is the statement's own (the pool's
+    /// `statement_timeout`, or a shorter per-call one).
+    pub(crate) async fn run(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        parts: &SqlParts<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        want: Want,
+        deadline: Option<Duration>,
+    ) -> Result<Got> {
+        let until = Instant::now() + shared.acquire_deadline();
+        let (permit, conn) = loop {
+            let permit = match self.permits.try_acquire() {
+                Ok(p) => p,
+                Err(_) => {
+                    self.grow(shared);
+                    self.waits.fetch_add(1, Ordering::Relaxed);
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                    let waited = tokio::time::timeout_at(until, self.permits.acquire()).await;
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    match waited {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(Error::Closed),
+                        Err(_) => return Err(shared.acquire_timeout_error()),
+                    }
+                }
+            };
+            match self.pick_live() {
+                Some(conn) => break (permit, conn),
+                None => {
+                    // The permit is a retired connection's, not withdrawn yet: wait for
+                    // a connection of the lane's own.
+                    drop(permit);
+                    self.grow(shared);
+                    if Instant::now() >= until {
+                        return Err(shared.acquire_timeout_error());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        if conn.in_flight.fetch_add(1, Ordering::AcqRel) > 0 {
+            // Busy: more capacity if there is room.
+            self.grow(shared);
+        }
+        let _in_flight = InFlight {
+            conn: &conn,
+            _permit: permit,
+        };
+        let started = Instant::now();
+        let work = async {
+            let statement = self.prepared(&conn, parts.text).await?;
+            match want {
+                Want::Rows => conn.client.query(&statement, params).await.map(Got::Rows),
+                Want::Count => conn
+                    .client
+                    .execute(&statement, params)
+                    .await
+                    .map(Got::Count),
+            }
+        };
+        let outcome = match deadline {
+            Some(d) => match tokio::time::timeout(d, work).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Err(Error::Timeout(Box::new(Timeout {
+                        kind: TimeoutKind::Statement,
+                        after: started.elapsed(),
+                        status: None,
+                        holders: Vec::new(),
+                        last_connect_error: None,
+                        statement: Some(preview(parts.text)),
+                        unsent: false,
+                    })));
+                }
+            },
+            None => work.await,
+        };
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        // Read-your-writes: a statement that may write has run (or may have).
+        if let Some(log) = &shared.ctx.config.writes
+            && parts.class().as_ref().is_ok_and(|c| !c.read_only)
+        {
+            log.wrote();
+        }
+        match outcome {
+            Ok(got) => Ok(got),
+            Err(e) => {
+                if conn.client.is_closed() {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    self.retire(&conn);
+                } else if let Some(db) = e.as_db_error()
+                    && matches!(db.code().code(), "0A000" | "26000")
+                {
+                    // A cached plan invalidated by a schema change: prepare afresh.
+                    locked(&conn.prepared).remove(parts.text);
+                }
+                Err(from_statement(e))
+            }
+        }
+    }
+
+    /// A live connection to send on; closed ones found on the way are retired (a
+    /// statement not sent yet goes to another).
+    fn pick_live(&self) -> Option<Arc<SharedConn>> {
+        loop {
+            let conn = self.pick()?;
+            if !conn.client.is_closed() {
+                return Some(conn);
+            }
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            self.retire(&conn);
+        }
+    }
+
+    /// The statement prepared on `conn`, preparing it the first time.
+    async fn prepared(
+        &self,
+        conn: &SharedConn,
+        text: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = locked(&conn.prepared).get(text) {
+            return Ok(st.clone());
+        }
+        let st = conn.client.prepare(text).await?;
+        let mut cache = locked(&conn.prepared);
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(text.into(), st.clone());
+        Ok(st)
+    }
+
+    /// Gives every shared connection back (the pool is closing).
+    pub(crate) fn close(&self) {
+        let conns: Vec<_> = locked(&self.conns).drain(..).collect();
+        for c in conns {
+            c.draining.store(true, Ordering::Release);
+            c.wake.notify_one();
+        }
+        self.permits.close();
+    }
+}
+
+/// Holds one shared connection for the lane: checks it out, sets the session's
+/// deadline, shares it, and gives it back when it is no longer wanted.
+async fn keeper(pool: Pool, lane: Weak<Lane>) {
+    let mut db = pool.db();
+    let checked_out = db.acquire().await;
+    let Some(this) = lane.upgrade() else {
+        return;
+    };
+    this.growing.store(false, Ordering::Release);
+    let Ok(mut held) = checked_out else {
+        // The waiters time out with the pool's own acquire error.
+        return;
+    };
+    if let Some(d) = pool.shared.ctx.config.statement_timeout {
+        let ms = d.as_millis().to_string();
+        if held
+            .set("statement_timeout", &format!("{ms}ms"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let conn = Arc::new(SharedConn {
+        client: held.shared_client(),
+        in_flight: AtomicUsize::new(0),
+        prepared: Mutex::new(HashMap::new()),
+        draining: AtomicBool::new(false),
+        wake: Notify::new(),
+        last_used: Mutex::new(Instant::now()),
+    });
+    locked(&this.conns).push(Arc::clone(&conn));
+    this.permits.add_permits(this.plan.in_flight);
+    drop(this);
+    loop {
+        tokio::select! {
+            () = conn.wake.notified() => {}
+            () = tokio::time::sleep(KEEPER_EVERY) => {}
+        }
+        let Some(lane) = lane.upgrade() else {
+            break;
+        };
+        let idle = conn.in_flight.load(Ordering::Acquire) == 0;
+        if conn.draining.load(Ordering::Acquire) {
+            if idle || conn.client.is_closed() {
+                break;
+            }
+            continue;
+        }
+        let others = locked(&lane.conns).len() > 1;
+        let lane_waits = usize::from(lane.growing.load(Ordering::Acquire));
+        let checkout_waits = pool.shared.waiting() > lane_waits;
+        let idle_long = idle && locked(&conn.last_used).elapsed() >= IDLE_BACK;
+        if conn.client.is_closed()
+            || pool.is_closed()
+            || (checkout_waits && (others || idle))
+            || idle_long
+        {
+            if conn.client.is_closed() {
+                lane.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            lane.retire(&conn);
+        }
+    }
+    // Back to the pool through the normal check-in (reset, or discarded if dead).
+    drop(held);
+}
