@@ -18,6 +18,10 @@ pub(crate) enum Op {
     CheckoutYield,
     /// Check out, `SELECT 1` (one round trip), return.
     Select1,
+    /// A one-shot `SELECT 1`: pool-core's `db.query` (on the shared lane unless it is
+    /// off); the peers check out and query, as for `Select1`; the pipelined limit sends
+    /// it on a client shared by all tasks.
+    OneShot,
 }
 
 /// A pool-core configuration.
@@ -32,6 +36,8 @@ pub(crate) enum PcVariant {
     NoBookkeeping,
     /// `statement_timeout(None)`: statements run without a `tokio::time::timeout`.
     NoStatementTimeout,
+    /// `shared_lane(false)`: one-shots check out.
+    LaneOff,
 }
 
 /// An implementation under test.
@@ -53,6 +59,9 @@ pub(crate) enum Impl {
     /// No pool: one raw client per task, a statement prepared once (the same protocol
     /// messages as pool-core's cached statement).
     LimitPrepared,
+    /// No pool: `pool` raw clients shared by all tasks (task `i` on client `i % pool`),
+    /// a statement prepared once on each: the pipelined limit.
+    LimitPipelined,
 }
 
 impl Impl {
@@ -72,12 +81,14 @@ impl Impl {
             Impl::PoolCore(PcVariant::NestedAllow) => "pool-core nested=allow",
             Impl::PoolCore(PcVariant::NoBookkeeping) => "pool-core bookkeeping off",
             Impl::PoolCore(PcVariant::NoStatementTimeout) => "pool-core statement_timeout=None",
+            Impl::PoolCore(PcVariant::LaneOff) => "pool-core lane off",
             Impl::Deadpool => "deadpool",
             Impl::DeadpoolPrepared => "deadpool (prepare_cached)",
             Impl::Bb8Fast => "bb8 (no test)",
             Impl::Bb8Default => "bb8 (default)",
             Impl::Limit => "limit",
             Impl::LimitPrepared => "limit (prepared)",
+            Impl::LimitPipelined => "limit (pipelined)",
         }
     }
 
@@ -88,12 +99,14 @@ impl Impl {
             Impl::PoolCore(PcVariant::NestedAllow) => "pool-core-nested-allow",
             Impl::PoolCore(PcVariant::NoBookkeeping) => "pool-core-no-bookkeeping",
             Impl::PoolCore(PcVariant::NoStatementTimeout) => "pool-core-no-stmt-timeout",
+            Impl::PoolCore(PcVariant::LaneOff) => "pool-core-lane-off",
             Impl::Deadpool => "deadpool",
             Impl::DeadpoolPrepared => "deadpool-prepared",
             Impl::Bb8Fast => "bb8-no-test",
             Impl::Bb8Default => "bb8-default",
             Impl::Limit => "limit",
             Impl::LimitPrepared => "limit-prepared",
+            Impl::LimitPipelined => "limit-pipelined",
         }
     }
 
@@ -106,7 +119,7 @@ impl Impl {
     ];
 
     /// Every implementation.
-    pub(crate) const ALL: [Impl; 10] = [
+    pub(crate) const ALL: [Impl; 12] = [
         Impl::BOOKKEEPING[0],
         Impl::BOOKKEEPING[1],
         Impl::BOOKKEEPING[2],
@@ -117,6 +130,8 @@ impl Impl {
         Impl::Bb8Default,
         Impl::Limit,
         Impl::LimitPrepared,
+        Impl::PoolCore(PcVariant::LaneOff),
+        Impl::LimitPipelined,
     ];
 
     pub(crate) fn from_key(key: &str) -> Option<Impl> {
@@ -170,6 +185,7 @@ impl PoolCore {
             PcVariant::NestedAllow => b.nested_checkout(pool_core::NestedCheckout::Allow),
             PcVariant::NoBookkeeping => pool_core::__private::bookkeeping(b, false),
             PcVariant::NoStatementTimeout => b.statement_timeout(None),
+            PcVariant::LaneOff => b.shared_lane(false),
         };
         let pool = b.build().map_err(|e| e.to_string())?;
         Ok(PoolCore { pool })
@@ -194,13 +210,21 @@ impl Target for PoolCore {
     }
 
     async fn op(db: &mut pool_core::Db, op: Op) {
+        if op == Op::OneShot {
+            let rows = db
+                .query("SELECT 1", &[])
+                .await
+                .expect("pool-core: one-shot SELECT 1");
+            check_one(rows[0].get(0));
+            return;
+        }
         let mut conn = db.acquire().await.expect("pool-core: checkout");
         match op {
             Op::Checkout => {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 => {
+            Op::Select1 | Op::OneShot => {
                 let rows = conn
                     .query("SELECT 1", &[])
                     .await
@@ -273,7 +297,7 @@ impl Target for Deadpool {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 if *prepared => {
+            Op::Select1 | Op::OneShot if *prepared => {
                 let st = conn
                     .prepare_cached("SELECT 1")
                     .await
@@ -281,7 +305,7 @@ impl Target for Deadpool {
                 let rows = conn.query(&st, &[]).await.expect("deadpool: SELECT 1");
                 check_one(rows[0].get(0));
             }
-            Op::Select1 => {
+            Op::Select1 | Op::OneShot => {
                 let rows = conn
                     .query_typed("SELECT 1", &[])
                     .await
@@ -346,7 +370,7 @@ impl Target for Bb8 {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 => {
+            Op::Select1 | Op::OneShot => {
                 let rows = conn
                     .query_typed("SELECT 1", &[])
                     .await
@@ -363,6 +387,8 @@ impl Target for Bb8 {
 
 pub(crate) struct Limit {
     tasks: Vec<LimitTask>,
+    /// All tasks share the clients (the pipelined limit), instead of one task each.
+    shared: bool,
 }
 
 #[derive(Clone)]
@@ -402,7 +428,16 @@ impl Limit {
                 statement,
             });
         }
-        Ok(Limit { tasks })
+        Ok(Limit {
+            tasks,
+            shared: false,
+        })
+    }
+
+    /// The same clients, shared by every task (task `i` on client `i % n`).
+    pub(crate) fn shared(mut self) -> Limit {
+        self.shared = true;
+        self
     }
 }
 
@@ -410,7 +445,11 @@ impl Target for Limit {
     type Task = LimitTask;
 
     fn tasks(&self, requested: usize) -> usize {
-        requested.min(self.tasks.len())
+        if self.shared {
+            requested
+        } else {
+            requested.min(self.tasks.len())
+        }
     }
 
     fn fill_count(&self) -> usize {
@@ -418,7 +457,7 @@ impl Target for Limit {
     }
 
     fn task(&self, i: usize) -> LimitTask {
-        self.tasks[i].clone()
+        self.tasks[i % self.tasks.len()].clone()
     }
 
     async fn fill(_task: &mut LimitTask, _barrier: Arc<Barrier>) {}
@@ -432,7 +471,7 @@ impl Target for Limit {
                 black_box(&task.client);
                 tokio::task::yield_now().await;
             }
-            Op::Select1 => {
+            Op::Select1 | Op::OneShot => {
                 let rows = match &task.statement {
                     Some(st) => task.client.query(st, &[]).await,
                     None => task.client.query_typed("SELECT 1", &[]).await,

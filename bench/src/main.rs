@@ -50,6 +50,8 @@ pub(crate) enum Scenario {
     Select1,
     /// pool-core's own bookkeeping on and off.
     Bookkeeping,
+    /// A one-shot `SELECT 1`: pool-core's shared lane against checkouts.
+    OneShot,
 }
 
 impl Scenario {
@@ -59,6 +61,7 @@ impl Scenario {
             Scenario::CheckoutYield => "yield",
             Scenario::Select1 => "select1",
             Scenario::Bookkeeping => "bookkeeping",
+            Scenario::OneShot => "oneshot",
         }
     }
 }
@@ -101,7 +104,7 @@ impl Plan {
         let (warm, window, timed, latencies) = match op {
             Op::Checkout => (self.checkout_warm, self.checkout_window, false, false),
             Op::CheckoutYield => (self.checkout_warm, self.checkout_window, true, false),
-            Op::Select1 => (self.select_warm, self.select_window, true, true),
+            Op::Select1 | Op::OneShot => (self.select_warm, self.select_window, true, true),
         };
         CellSpec {
             op,
@@ -150,6 +153,18 @@ pub(crate) struct GroupResult {
 pub(crate) const TASKS: [usize; 5] = [1, 16, 64, 256, 1024];
 pub(crate) const POOLS: [usize; 2] = [4, 16];
 pub(crate) const SELECT_TASKS: [usize; 3] = [16, 64, 256];
+pub(crate) const ONESHOT_TASKS: [usize; 4] = [16, 64, 256, 1024];
+
+/// The implementations of the one-shot cells, in report column order.
+pub(crate) const ONESHOT_IMPLS: [Impl; 7] = [
+    Impl::POOL_CORE,
+    Impl::PoolCore(impls::PcVariant::LaneOff),
+    Impl::Deadpool,
+    Impl::DeadpoolPrepared,
+    Impl::Bb8Fast,
+    Impl::LimitPrepared,
+    Impl::LimitPipelined,
+];
 
 /// The implementations of the checkout and `SELECT 1` cells, in report column order.
 pub(crate) const CHECKOUT_IMPLS: [Impl; 5] = [
@@ -195,6 +210,18 @@ fn groups(plan: &Plan, only: &[String]) -> Vec<Group> {
                     label: String::new(),
                     spec: plan.spec(Op::Select1, 2, pool, tasks),
                     impls,
+                });
+            }
+        }
+    }
+    if wanted(Scenario::OneShot) {
+        for pool in POOLS {
+            for tasks in ONESHOT_TASKS {
+                out.push(Group {
+                    scenario: Scenario::OneShot,
+                    label: String::new(),
+                    spec: plan.spec(Op::OneShot, 2, pool, tasks),
+                    impls: ONESHOT_IMPLS.to_vec(),
                 });
             }
         }
@@ -322,6 +349,7 @@ fn parse_args() -> Args {
                     Some("checkout") => Op::Checkout,
                     Some("yield") => Op::CheckoutYield,
                     Some("select1") => Op::Select1,
+                    Some("oneshot") => Op::OneShot,
                     Some("held-select1") => {
                         held = true;
                         Op::Select1
@@ -542,6 +570,10 @@ fn callgrind(p: Profile, url: &str, config: &tokio_postgres::Config) {
                     p,
                 )
                 .await;
+            }
+            Ok(Impl::LimitPipelined) => {
+                let limit = impls::Limit::build(config, p.pool, true).await.unwrap();
+                op_loop(limit.shared(), p).await;
             }
         }
     });

@@ -83,6 +83,7 @@ struct Panel {
 
 fn color(imp: Impl) -> RGBColor {
     match imp {
+        Impl::PoolCore(crate::impls::PcVariant::LaneOff) => RGBColor(255, 152, 150),
         Impl::PoolCore(_) => RGBColor(214, 39, 40),
         Impl::Deadpool => RGBColor(31, 119, 180),
         Impl::DeadpoolPrepared => RGBColor(148, 103, 189),
@@ -90,6 +91,7 @@ fn color(imp: Impl) -> RGBColor {
         Impl::Bb8Default => RGBColor(255, 127, 14),
         Impl::Limit => RGBColor(0, 0, 0),
         Impl::LimitPrepared => RGBColor(140, 140, 140),
+        Impl::LimitPipelined => RGBColor(90, 90, 90),
     }
 }
 

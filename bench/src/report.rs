@@ -148,6 +148,13 @@ pub(crate) struct Summary {
     pub(crate) worst_oldest_vs_little: [(usize, f64, f64, f64); 2],
     /// Oversubscribed cells where pool-core is slower than deadpool: (description, ratio).
     pub(crate) below_deadpool: Vec<(String, f64)>,
+    /// One-shot `SELECT 1` at 64 tasks or more: pool-core (shared lane) ÷ the best
+    /// exclusive peer, geometric mean.
+    pub(crate) oneshot_vs_best_peer: f64,
+    /// The same ÷ the pipelined limit.
+    pub(crate) oneshot_vs_pipelined: f64,
+    /// The lowest Jain index of pool-core in the one-shot cells.
+    pub(crate) oneshot_fairness: f64,
 }
 
 fn describe(s: Scenario, spec: &CellSpec) -> String {
@@ -173,6 +180,7 @@ impl Summary {
             (2, f64::NAN, f64::NAN, f64::NAN),
         ];
         let mut below = Vec::new();
+        let (mut one, mut one_pipe, mut one_jain) = (Vec::new(), Vec::new(), f64::NAN);
         for g in results {
             let Some(a) = g.agg(pc) else { continue };
             let s = &g.spec;
@@ -183,6 +191,15 @@ impl Summary {
                     y.push(a.throughput / g.limit());
                     if let Some(l) = g.agg(Impl::LimitPrepared) {
                         y_prep.push(a.throughput / l.throughput);
+                    }
+                }
+                Scenario::OneShot => {
+                    one_jain = one_jain.min(a.jain);
+                    if s.tasks >= 64 {
+                        one.push(a.throughput / g.best_peer());
+                        if let Some(l) = g.agg(Impl::LimitPipelined) {
+                            one_pipe.push(a.throughput / l.throughput);
+                        }
                     }
                 }
                 _ => {}
@@ -230,14 +247,24 @@ impl Summary {
             cost_vs_deadpool: cost,
             worst_oldest_vs_little: worst,
             below_deadpool: below,
+            oneshot_vs_best_peer: geomean(&one),
+            oneshot_vs_pipelined: geomean(&one_pipe),
+            oneshot_fairness: one_jain,
         }
     }
 
     pub(crate) fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "summary: checkout_vs_best_peer={:.3} select1_vs_limit={:.3} fairness={:.4}",
             self.checkout_vs_best_peer, self.select1_vs_limit, self.fairness
-        )
+        );
+        if self.oneshot_vs_best_peer.is_finite() {
+            line.push_str(&format!(
+                " oneshot_vs_best_peer={:.3} oneshot_vs_pipelined={:.3} oneshot_fairness={:.4}",
+                self.oneshot_vs_best_peer, self.oneshot_vs_pipelined, self.oneshot_fairness
+            ));
+        }
+        line
     }
 }
 
@@ -423,6 +450,44 @@ fn select_table(out: &mut String, results: &[GroupResult]) {
                 dur(a.oldest_ns),
                 dur(a.little_ns),
                 ratio(a.oldest_vs_little()),
+            );
+        }
+    }
+}
+
+fn oneshot_table(out: &mut String, results: &[GroupResult]) {
+    let _ = writeln!(
+        out,
+        "\n| pool | tasks | implementation | ops/s | ÷ best peer | ÷ limit (prepared) | ÷ limit (pipelined) | p50 | p99 | p99.9 | Jain | tasks with 0 ops |"
+    );
+    let _ = writeln!(out, "|---:|---:|---|{}", "---:|".repeat(9));
+    for g in results.iter().filter(|g| g.scenario == Scenario::OneShot) {
+        let best = g.best_peer();
+        let of = |imp: Impl| g.agg(imp).map_or(f64::NAN, |a| a.throughput);
+        let (exclusive, pipelined) = (of(Impl::LimitPrepared), of(Impl::LimitPipelined));
+        for (imp, _) in &g.runs {
+            let Some(a) = g.agg(*imp) else { continue };
+            let name = if *imp == Impl::POOL_CORE {
+                format!("**{} (shared lane)**", imp.name())
+            } else {
+                imp.name().to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.0} of {} |",
+                g.spec.pool,
+                g.spec.tasks,
+                name,
+                rate(a.throughput),
+                ratio(a.throughput / best),
+                ratio(a.throughput / exclusive),
+                ratio(a.throughput / pipelined),
+                dur(a.p50_ns),
+                dur(a.p99_ns),
+                dur(a.p999_ns),
+                a.jain,
+                a.zero,
+                a.tasks,
             );
         }
     }
@@ -682,6 +747,22 @@ pub(crate) fn markdown(
     let _ = writeln!(out, "\n## `SELECT 1` per checkout (2 worker threads)\n");
     select_table(&mut out, results);
     let _ = writeln!(out, "\n![SELECT 1](select1.svg)\n");
+
+    if results.iter().any(|g| g.scenario == Scenario::OneShot) {
+        let _ = writeln!(
+            out,
+            "\n## One-shot `SELECT 1`: the shared lane (2 worker threads)\n"
+        );
+        let _ = writeln!(
+            out,
+            "pool-core's `db.query(\"SELECT 1\")` on the shared lane (pipelined on shared connections, no checkout) against the same with \
+             `shared_lane(false)` (a checkout per one-shot) and the peers' checkout + query. **limit (prepared)** is N raw clients, one task each \
+             (the exclusive limit); **limit (pipelined)** is N raw clients shared by all tasks (task i on client i mod N), a statement prepared once \
+             on each: the pipelined limit. N is the pool size. ÷ best peer divides by the best of the peers (deadpool with and without \
+             `prepare_cached`, bb8)."
+        );
+        oneshot_table(&mut out, results);
+    }
 
     let _ = writeln!(out, "\n## Fairness under oversubscription\n");
     let _ = writeln!(

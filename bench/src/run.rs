@@ -146,6 +146,11 @@ pub(crate) fn run_cell(
         Impl::Bb8Default => run_custom(spec, || Bb8::build(config, spec.pool, true)),
         Impl::Limit => run_custom(spec, || Limit::build(config, spec.pool, false)),
         Impl::LimitPrepared => run_custom(spec, || Limit::build(config, spec.pool, true)),
+        Impl::LimitPipelined => run_custom(spec, || async {
+            Limit::build(config, spec.pool, true)
+                .await
+                .map(Limit::shared)
+        }),
     }
 }
 

@@ -101,7 +101,7 @@ pub enum Error {
         what: &'static str,
         /// The driver's error, if there was one.
         #[source]
-        source: Option<Box<tokio_postgres::Error>>,
+        source: Option<Arc<tokio_postgres::Error>>,
     },
 
     /// A statement was refused before anything was sent, because it cannot do what it
@@ -284,7 +284,16 @@ impl Error {
     pub(crate) fn broken(what: &'static str, source: Option<tokio_postgres::Error>) -> Error {
         Error::Broken {
             what,
-            source: source.map(Box::new),
+            source: source.map(Arc::new),
+        }
+    }
+
+    /// A lost connection whose cause is shared by several errors (the statements in
+    /// flight on one shared connection).
+    pub(crate) fn broken_by(what: &'static str, source: Arc<tokio_postgres::Error>) -> Error {
+        Error::Broken {
+            what,
+            source: Some(source),
         }
     }
 

@@ -13,7 +13,7 @@ const BACK: usize = 4;
 
 /// Functions that make a statement session- or transaction-bound.
 #[rustfmt::skip]
-const CALLS: [(&[u8], Kind, Touches); 14] = [
+const CALLS: [(&[u8], Kind, Touches); 18] = [
     (b"pg_advisory_lock", Kind::Session, Touches::ADVISORY),
     (b"pg_advisory_lock_shared", Kind::Session, Touches::ADVISORY),
     (b"pg_try_advisory_lock", Kind::Session, Touches::ADVISORY),
@@ -28,6 +28,12 @@ const CALLS: [(&[u8], Kind, Touches); 14] = [
     (b"set_config", Kind::Session, Touches::GUC),
     (b"currval", Kind::Session, Touches::SEQUENCE),
     (b"lastval", Kind::Session, Touches::SEQUENCE),
+    // The session's random() sequence.
+    (b"setseed", Kind::Session, Touches::OTHER),
+    // Named dblink connections and cursors live as long as the session.
+    (b"dblink_connect", Kind::Session, Touches::OTHER),
+    (b"dblink_connect_u", Kind::Session, Touches::OTHER),
+    (b"dblink_open", Kind::Session, Touches::OTHER),
 ];
 
 /// Functions that write, lock or set something, so a statement calling them is not
@@ -254,13 +260,13 @@ impl<'a> Stmt<'a> {
     fn call(&mut self) {
         let (name, b1, b3) = (self.prev(0), self.prev(1), self.prev(3));
         // Cheap filter: every name in `CALLS` and `WRITE_CALLS` starts with p, s,
-        // c, l, n or t and has 6 to 32 bytes.
+        // c, l, n, t or d and has 6 to 32 bytes.
         if !matches!(name.kind, TokKind::Word | TokKind::QIdent)
             || !(6..=32).contains(&name.text.len())
             || !name
                 .text
                 .first()
-                .is_some_and(|b| matches!(b | 0x20, b'p' | b's' | b'c' | b'l' | b'n' | b't'))
+                .is_some_and(|b| matches!(b | 0x20, b'p' | b's' | b'c' | b'l' | b'n' | b't' | b'd'))
         {
             return;
         }

@@ -88,10 +88,14 @@ impl Db {
         }
     }
 
-    /// One-shot: runs a statement on a pooled connection and returns its rows.
+    /// One-shot: runs a statement on a pooled connection and returns its rows — on the
+    /// shared lane (pipelined with other tasks' one-shots, no checkout) unless it is off
+    /// or the call asked for a deadline longer than the pool's (see
+    /// [`Builder::shared_lane`](crate::Builder::shared_lane)).
     ///
     /// Cancellation: the statement is cancelled on the server and the connection cleaned
-    /// before reuse.
+    /// before reuse; on the shared lane, only when it is alone on its connection (else
+    /// the server's `statement_timeout` ends it, and its response is discarded).
     #[track_caller]
     pub fn query<'a, S: OneShotSql + 'a>(
         &'a mut self,
@@ -118,7 +122,8 @@ impl Db {
 
     /// The shared lane and the statement's deadline there, when this one-shot runs on
     /// it: the lane is on, and the call's deadline (if it set one) is no longer than the
-    /// pool's `statement_timeout`, which the server enforces on a shared connection.
+    /// pool's `statement_timeout`, which the server enforces on a shared connection (the
+    /// client's deadline is a backstop for a connection that stopped answering).
     fn lane(&self) -> Option<(&Arc<Lane>, Option<Duration>)> {
         let lane = self.pool.lane.as_ref()?;
         let pool_deadline = self.pool.shared.ctx.config.statement_timeout;

@@ -8,7 +8,8 @@
 //! The lane's connections are ordinary checkouts, each held by a *keeper* task for as
 //! long as it is shared, so shared and checked-out connections together never exceed
 //! `max_size`. A keeper opens its connection when every shared one is busy, sets the
-//! session's `statement_timeout` to the pool's (the server enforces the deadline), and
+//! session's `statement_timeout` to just under the pool's (the server enforces the
+//! deadline; the client's is the pool's, a backstop), and
 //! gives it back — to the idle list or a waiting checkout, through the normal check-in
 //! and reset — when it has been idle a while, when a checkout waits (the lane keeps one
 //! while others remain), when the connection dies, or when the pool closes. No cancel
@@ -32,6 +33,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::config::LanePlan;
+use crate::conn::{Ctx, cancel_and_drain};
 use crate::engine::Shared;
 use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, preview};
 use crate::status::LaneStatus;
@@ -41,6 +43,16 @@ use super::pool::Pool;
 
 /// How often a keeper looks at its connection and the pool.
 const KEEPER_EVERY: Duration = Duration::from_millis(50);
+/// How much sooner than the pool's `statement_timeout` the server ends a statement on a
+/// shared connection (at most; a tenth of the timeout when that is less): its error then
+/// arrives before the client's own deadline, which is the pool's, so the server is what
+/// ends a slow statement and the ones queued behind it still finish in time.
+const SERVER_MARGIN: Duration = Duration::from_millis(250);
+
+/// The session `statement_timeout` of a shared connection for a pool's `d`.
+fn server_deadline(d: Duration) -> Duration {
+    d.saturating_sub(SERVER_MARGIN.min(d / 10))
+}
 /// A shared connection idle this long goes back to the pool.
 const IDLE_BACK: Duration = Duration::from_secs(5);
 
@@ -52,6 +64,15 @@ struct SharedConn {
     prepared: Mutex<HashMap<Box<str>, Statement>>,
     /// No new statements: going back to the pool once the last in flight is done.
     draining: AtomicBool,
+    /// No new statements for now: an abandoned statement, alone on the connection, is
+    /// being cancelled on the server.
+    paused: AtomicBool,
+    /// A statement was refused with 25006: the server may have turned read-only.
+    refused_read_only: AtomicBool,
+    /// Where the connection's reader records why it closed.
+    closed_by: Arc<Mutex<Option<tokio_postgres::Error>>>,
+    /// That cause once taken, for every statement in flight to report.
+    cause: Mutex<Option<Arc<tokio_postgres::Error>>>,
     /// The keeper's wake-up.
     wake: Notify,
     last_used: Mutex<Instant>,
@@ -99,6 +120,49 @@ impl Drop for InFlight<'_> {
         if self.conn.draining.load(Ordering::Acquire) {
             self.conn.wake.notify_one();
         }
+    }
+}
+
+impl SharedConn {
+    /// Why the connection was lost, shared by every statement that was in flight: what
+    /// its reader recorded (a FATAL from the server), else the first statement's error.
+    fn cause_of_loss(&self, e: tokio_postgres::Error) -> Arc<tokio_postgres::Error> {
+        let mut cause = locked(&self.cause);
+        if let Some(c) = cause.as_ref() {
+            return Arc::clone(c);
+        }
+        let recorded = locked(&self.closed_by).take();
+        let c = Arc::new(recorded.unwrap_or(e));
+        *cause = Some(Arc::clone(&c));
+        c
+    }
+}
+
+/// Arms the cancel of an abandoned statement (see `Lane::abandoned`).
+struct Abandon<'a> {
+    lane: &'a Arc<Lane>,
+    conn: &'a Arc<SharedConn>,
+    ctx: &'a Arc<Ctx>,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.lane.abandoned(self.conn, self.ctx);
+        }
+    }
+}
+
+/// Cancels what `conn` runs and waits until it is quiet, then puts it back in service
+/// (or out, if it did not answer).
+async fn cancelled(lane: &Lane, conn: &Arc<SharedConn>, ctx: &Ctx) {
+    if cancel_and_drain(&conn.client, ctx).await {
+        conn.paused.store(false, Ordering::Release);
+    } else {
+        lane.lost.fetch_add(1, Ordering::Relaxed);
+        lane.retire(conn);
+        conn.paused.store(false, Ordering::Release);
     }
 }
 
@@ -173,14 +237,40 @@ impl Lane {
         }
     }
 
-    /// The least-loaded shared connection that is not closed, if any.
+    /// The least-loaded shared connection that is not closed or paused, if any, counted
+    /// in (under the lock, so that `abandoned` sees every statement assigned to it).
     fn pick(&self) -> Option<Arc<SharedConn>> {
         let conns = locked(&self.conns);
-        conns
+        let conn = conns
             .iter()
-            .filter(|c| !c.client.is_closed())
-            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))
-            .cloned()
+            .filter(|c| !c.client.is_closed() && !c.paused.load(Ordering::Acquire))
+            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Arc::clone(conn))
+    }
+
+    /// A statement on `conn` was abandoned after it may have been sent (its deadline
+    /// passed, or its future was dropped). Alone on the connection, it is cancelled on
+    /// the server: the connection takes no new statement until the cancel has landed
+    /// and been absorbed (`cancel_and_drain`), so the cancel can hit nothing else. With
+    /// others in flight it is left to the server's `statement_timeout`.
+    fn abandoned(self: &Arc<Self>, conn: &Arc<SharedConn>, ctx: &Arc<Ctx>) {
+        {
+            let _conns = locked(&self.conns);
+            if conn.in_flight.load(Ordering::Acquire) != 1
+                || conn.paused.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            conn.paused.store(false, Ordering::Release);
+            return;
+        };
+        let (lane, conn, ctx) = (Arc::clone(self), Arc::clone(conn), Arc::clone(ctx));
+        rt.spawn(async move {
+            self::cancelled(&lane, &conn, &ctx).await;
+        });
     }
 
     /// Runs a one-shot on the lane. `deadline` is the statement's own (the pool's
@@ -201,13 +291,9 @@ impl Lane {
                     self.grow(shared);
                     self.waits.fetch_add(1, Ordering::Relaxed);
                     self.waiting.fetch_add(1, Ordering::Relaxed);
-                    let waited = tokio::time::timeout_at(until, self.permits.acquire()).await;
+                    let waited = self.wait_for_permit(shared, until).await;
                     self.waiting.fetch_sub(1, Ordering::Relaxed);
-                    match waited {
-                        Ok(Ok(p)) => p,
-                        Ok(Err(_)) => return Err(Error::Closed),
-                        Err(_) => return Err(shared.acquire_timeout_error()),
-                    }
+                    waited?
                 }
             };
             match self.pick_live() {
@@ -224,13 +310,20 @@ impl Lane {
                 }
             }
         };
-        if conn.in_flight.fetch_add(1, Ordering::AcqRel) > 0 {
+        if conn.in_flight.load(Ordering::Relaxed) > 1 {
             // Busy: more capacity if there is room.
             self.grow(shared);
         }
         let _in_flight = InFlight {
             conn: &conn,
             _permit: permit,
+        };
+        // Dropped first: sees this statement still counted in.
+        let mut abandon = Abandon {
+            lane: self,
+            conn: &conn,
+            ctx: &shared.ctx,
+            armed: true,
         };
         let started = Instant::now();
         let work = async {
@@ -246,7 +339,10 @@ impl Lane {
         };
         let outcome = match deadline {
             Some(d) => match tokio::time::timeout(d, work).await {
-                Ok(res) => res,
+                Ok(res) => {
+                    abandon.armed = false;
+                    res
+                }
                 Err(_) => {
                     return Err(Error::Timeout(Box::new(Timeout {
                         kind: TimeoutKind::Statement,
@@ -259,7 +355,11 @@ impl Lane {
                     })));
                 }
             },
-            None => work.await,
+            None => {
+                let res = work.await;
+                abandon.armed = false;
+                res
+            }
         };
         self.statements.fetch_add(1, Ordering::Relaxed);
         // Read-your-writes: a statement that may write has run (or may have).
@@ -271,16 +371,47 @@ impl Lane {
         match outcome {
             Ok(got) => Ok(got),
             Err(e) => {
+                let code = e.as_db_error().map(|db| db.code().code());
                 if conn.client.is_closed() {
                     self.lost.fetch_add(1, Ordering::Relaxed);
                     self.retire(&conn);
-                } else if let Some(db) = e.as_db_error()
-                    && matches!(db.code().code(), "0A000" | "26000")
-                {
+                    return Err(Error::broken_by(
+                        "while running a one-shot on a shared connection: it was sent and may have run",
+                        conn.cause_of_loss(e),
+                    ));
+                } else if code == Some("25006") {
+                    // A demoted primary: the keeper has the server asked on return.
+                    conn.refused_read_only.store(true, Ordering::Release);
+                    self.retire(&conn);
+                } else if matches!(code, Some("0A000" | "26000")) {
                     // A cached plan invalidated by a schema change: prepare afresh.
                     locked(&conn.prepared).remove(parts.text);
                 }
                 Err(from_statement(e))
+            }
+        }
+    }
+
+    /// Waits, in line, for capacity until `until`; meanwhile asks for another shared
+    /// connection now and then (a keeper that failed to get one does not leave the
+    /// waiters stranded until their deadline).
+    async fn wait_for_permit(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        until: Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let acquire = self.permits.acquire();
+        tokio::pin!(acquire);
+        loop {
+            let nudge = (Instant::now() + KEEPER_EVERY).min(until);
+            tokio::select! {
+                got = &mut acquire => return got.map_err(|_| Error::Closed),
+                () = tokio::time::sleep_until(nudge) => {
+                    if Instant::now() >= until {
+                        return Err(shared.acquire_timeout_error());
+                    }
+                    self.grow(shared);
+                }
             }
         }
     }
@@ -293,6 +424,7 @@ impl Lane {
             if !conn.client.is_closed() {
                 return Some(conn);
             }
+            conn.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.lost.fetch_add(1, Ordering::Relaxed);
             self.retire(&conn);
         }
@@ -341,7 +473,7 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
         return;
     };
     if let Some(d) = pool.shared.ctx.config.statement_timeout {
-        let ms = d.as_millis().to_string();
+        let ms = server_deadline(d).as_millis().max(1).to_string();
         if held
             .set("statement_timeout", &format!("{ms}ms"))
             .await
@@ -355,6 +487,10 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
         in_flight: AtomicUsize::new(0),
         prepared: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
+        paused: AtomicBool::new(false),
+        refused_read_only: AtomicBool::new(false),
+        closed_by: held.closed_by_slot(),
+        cause: Mutex::new(None),
         wake: Notify::new(),
         last_used: Mutex::new(Instant::now()),
     });
@@ -391,6 +527,35 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
             lane.retire(&conn);
         }
     }
+    if conn.refused_read_only.load(Ordering::Acquire) {
+        held.note_read_only_refusal();
+    }
+    // A statement abandoned beside others may still run on the server: the next
+    // borrower must get the connection quiet (or not at all).
+    if !conn.client.is_closed() && !cancel_and_drain(&conn.client, &pool.shared.ctx).await {
+        held.give_up();
+    }
     // Back to the pool through the normal check-in (reset, or discarded if dead).
     drop(held);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_ends_a_shared_statement_just_before_the_client_would() {
+        assert_eq!(
+            server_deadline(Duration::from_secs(60)),
+            Duration::from_millis(59_750)
+        );
+        assert_eq!(
+            server_deadline(Duration::from_secs(2)),
+            Duration::from_millis(1_800)
+        );
+        assert_eq!(
+            server_deadline(Duration::from_millis(100)),
+            Duration::from_millis(90)
+        );
+    }
 }

@@ -26,7 +26,7 @@ const IN_FLIGHT: usize = 32;
 
 impl Builder {
     /// Whether `Db`'s one-shot statements (`query`, `query_one`, `query_opt`,
-    /// `execute`) run on the shared lane (default: off): pipelined with other tasks'
+    /// `execute`) run on the shared lane (default: on): pipelined with other tasks'
     /// one-shots on shared connections, without a checkout. Only statements that need
     /// no session qualify (what `Db` takes already); each is its own implicit
     /// transaction with its own `Sync`, so a failing one affects no other. Deadlines:
@@ -34,7 +34,12 @@ impl Builder {
     /// enforces it), a shorter per-call `.timeout(d)` abandons the response, and no
     /// cancel request is ever sent on a shared connection (it would cancel whatever that
     /// backend runs). A one-shot with `.no_timeout()` or a longer `.timeout(d)` checks
-    /// out as before, as do all one-shots behind a transaction-mode pooler.
+    /// out as before, as do all one-shots behind a transaction-mode pooler. A one-shot
+    /// abandoned past its deadline, or dropped, is cancelled on the server only when it
+    /// is alone on its connection (which then takes no other statement until the
+    /// cancel has landed); beside others it runs on to the server's deadline. The
+    /// `before_acquire`/`after_release` hooks run when the lane takes or gives back a
+    /// connection, not per one-shot. Off, each one-shot checks a connection out.
     pub fn shared_lane(mut self, on: bool) -> Self {
         self.lane.on = Some(on);
         self
@@ -89,7 +94,7 @@ impl LaneOptions {
                 ),
             ));
         }
-        if !self.on.unwrap_or(false) || pgbouncer {
+        if !self.on.unwrap_or(true) || pgbouncer {
             return Ok(None);
         }
         Ok(Some(LanePlan {

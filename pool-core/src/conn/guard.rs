@@ -112,7 +112,7 @@ async fn run_recovery(client: &Client, ctx: &Ctx, recovery: Recovery) -> bool {
 /// To keep that from hitting the next borrower: give the statement a moment to finish by
 /// itself (no cancel needed then), and after a cancel, absorb a late arrival with a short
 /// probe statement.
-async fn cancel_and_drain(client: &Client, ctx: &Ctx) -> bool {
+pub(crate) async fn cancel_and_drain(client: &Client, ctx: &Ctx) -> bool {
     let limit = ctx.config.cleanup_timeout;
     let drain = client.check_connection();
     tokio::pin!(drain);

@@ -42,6 +42,7 @@ use crate::stmt::{ConnSql, Prepared, SqlParts, StatementFuture};
 use cache::StatementCache;
 pub(crate) use connector::Connector;
 pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
+pub(crate) use guard::cancel_and_drain;
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub(crate) use settings::{ConnConfig, Ctx};
@@ -152,6 +153,24 @@ impl Conn {
     #[inline]
     pub fn backend_pid(&self) -> i32 {
         self.meta.backend_pid
+    }
+
+    /// A statement on this connection was refused with 25006 outside the connection's
+    /// own methods (by the shared lane): ask the server on return whether it is read-only.
+    pub(crate) fn note_read_only_refusal(&mut self) {
+        self.state.read_only_refused = true;
+    }
+
+    /// Where the task reading the connection's messages records why it closed (for the
+    /// shared lane, whose statements in flight all report that cause).
+    pub(crate) fn closed_by_slot(&self) -> Arc<std::sync::Mutex<Option<tokio_postgres::Error>>> {
+        Arc::clone(&self.state.closed_by)
+    }
+
+    /// The connection is to be discarded on return (the shared lane could not get it
+    /// quiet).
+    pub(crate) fn give_up(&mut self) {
+        self.state.broken = true;
     }
 
     /// The driver's client, for the shared lane, which pipelines statements from many

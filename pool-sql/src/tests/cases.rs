@@ -173,6 +173,11 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ("UNLISTEN *", ok(S, LISTEN)),
     // session advisory locks
     ("SELECT pg_advisory_lock(1)", ok(S, ADV)),
+    ("SELECT setseed(0.5)", ok(S, OTHER)),
+    ("SELECT dblink_connect('c', 'dbname=x')", ok(S, OTHER)),
+    ("SELECT public.dblink_connect_u('c', 'dbname=x')", ok(S, OTHER)),
+    ("SELECT dblink_open('c', 'cur', 'SELECT 1')", ok(S, OTHER)),
+    ("SELECT dblink('dbname=x', 'SELECT 1')", ok(P, NONE)),
     ("SELECT pg_advisory_lock_shared(1)", ok(S, ADV)),
     ("SELECT pg_try_advisory_lock(1, 2)", ok(S, ADV)),
     ("SELECT pg_try_advisory_lock_shared(1)", ok(S, ADV)),

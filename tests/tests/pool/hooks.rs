@@ -35,11 +35,21 @@ async fn before_acquire_may_reject_and_another_connection_is_handed_out() {
         .build()
         .unwrap();
     let mut db = pool.db();
-    db.query_one("SELECT 1", &[]).await.unwrap();
+    db.acquire()
+        .await
+        .unwrap()
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(pool.status().counters.discarded_rejected, 1);
     // Idle connections are looked at too, and so are ones handed to a waiter.
-    db.query_one("SELECT 1", &[]).await.unwrap();
+    db.acquire()
+        .await
+        .unwrap()
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     no_leak(&pool, &tdb).await;
 }
@@ -104,7 +114,12 @@ async fn hooks_that_fail_or_panic_are_reported_and_their_connections_discarded()
         .build()
         .unwrap();
     let mut db = pool.db();
-    db.query_one("SELECT 1", &[]).await.unwrap();
+    db.acquire()
+        .await
+        .unwrap()
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(
         pool.status().counters.discarded_hook,

@@ -258,7 +258,7 @@ async fn a_checkout_is_served_while_the_lane_holds_every_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_lane_one_shots_check_out() {
     let (_tdb, builder) = setup().await;
-    let pool = builder.max_size(2).build().unwrap();
+    let pool = builder.max_size(2).shared_lane(false).build().unwrap();
     let mut db = pool.db();
     for _ in 0..10 {
         db.query_one("SELECT 1", &[]).await.unwrap();
@@ -266,10 +266,10 @@ async fn without_the_lane_one_shots_check_out() {
     let status = pool.status();
     assert!(status.lane.is_none());
     assert_eq!(status.counters.acquires, 10, "{status}");
-    // A per-call deadline longer than the pool's, or none, also checks out on the lane.
+    // A per-call deadline longer than the pool's, or none, also checks out; the lane is
+    // on by default.
     let pool = Pool::builder(_tdb.config())
         .statement_timeout(Duration::from_secs(1))
-        .shared_lane(true)
         .build()
         .unwrap();
     let mut db = pool.db();
@@ -309,4 +309,67 @@ fn lane_settings_are_checked() {
             other => panic!("expected a config error on {field}, got {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_changing_calls_are_refused_as_one_shots_at_run_time() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).shared_lane(true).build().unwrap();
+    let mut db = pool.db();
+    for sql in [
+        "SELECT set_config('search_path', 'x', false)",
+        "SELECT set_config('search_path', 'x', true)",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT pg_try_advisory_lock(42)",
+        "SELECT pg_advisory_lock_shared(42)",
+        "SELECT pg_advisory_unlock_all()",
+        "SELECT pg_advisory_xact_lock(42)",
+        "SELECT currval('s')",
+        "SELECT lastval()",
+        "SELECT setseed(0.5)",
+        "SELECT dblink_connect('peer', 'dbname=x')",
+        "SET search_path = x",
+        "LISTEN jobs",
+        "PREPARE p AS SELECT 1",
+        "CREATE TEMP TABLE tt (a int)",
+        "SELECT * INTO TEMP tt2 FROM generate_series(1, 2)",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "SELECT 1 FOR UPDATE",
+        "DISCARD ALL",
+    ] {
+        let err = db.query(sql, &[]).await.unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{sql}: {err}");
+    }
+    // What leaves nothing behind runs.
+    db.query("SELECT pg_notify('jobs', 'x')", &[])
+        .await
+        .unwrap();
+    assert_eq!(pool.status().counters.acquires, 1, "{}", pool.status());
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_takes_connections_through_the_hooks() {
+    let (_tdb, builder) = setup().await;
+    let looks = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&looks);
+    let pool = builder
+        .max_size(2)
+        .acquire_timeout(Duration::from_secs(3))
+        .before_acquire(move |_conn| {
+            // The first connection offered to anyone is refused.
+            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move { Ok(!first) })
+        })
+        .build()
+        .unwrap();
+    let mut db = pool.db();
+    // A waiter stranded by the refusal would fail at acquire_timeout.
+    for _ in 0..100 {
+        db.query_one("SELECT 1", &[]).await.unwrap();
+    }
+    let status = pool.status();
+    assert_eq!(status.counters.discarded_rejected, 1, "{status}");
+    assert_eq!(status.lane.as_ref().unwrap().statements, 100, "{status}");
+    pool.close().await;
 }
