@@ -22,7 +22,15 @@ pub(crate) enum Op {
     /// off); the peers check out and query, as for `Select1`; the pipelined limit sends
     /// it on a client shared by all tasks.
     OneShot,
+    /// The mixed cell: one-shots of which 1 in 100 is `SELECT pg_sleep(0.05)` (the run
+    /// loop picks [`Op::SlowOneShot`] for those); latencies are of the fast ones.
+    Mixed,
+    /// The slow one-shot of the mixed cell: `SELECT pg_sleep(0.05)`, like a one-shot.
+    SlowOneShot,
 }
+
+/// The slow statement of the mixed cell.
+pub(crate) const SLOW_SQL: &str = "SELECT pg_sleep(0.05)";
 
 /// A pool-core configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,12 +218,18 @@ impl Target for PoolCore {
     }
 
     async fn op(db: &mut pool_core::Db, op: Op) {
-        if op == Op::OneShot {
+        if matches!(op, Op::OneShot | Op::Mixed) {
             let rows = db
                 .query("SELECT 1", &[])
                 .await
                 .expect("pool-core: one-shot SELECT 1");
             check_one(rows[0].get(0));
+            return;
+        }
+        if op == Op::SlowOneShot {
+            db.query(SLOW_SQL, &[])
+                .await
+                .expect("pool-core: one-shot pg_sleep");
             return;
         }
         let mut conn = db.acquire().await.expect("pool-core: checkout");
@@ -224,7 +238,7 @@ impl Target for PoolCore {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 | Op::OneShot => {
+            Op::Select1 | Op::OneShot | Op::Mixed | Op::SlowOneShot => {
                 let rows = conn
                     .query("SELECT 1", &[])
                     .await
@@ -297,7 +311,12 @@ impl Target for Deadpool {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 | Op::OneShot if *prepared => {
+            Op::SlowOneShot => {
+                conn.query_typed(SLOW_SQL, &[])
+                    .await
+                    .expect("deadpool: pg_sleep");
+            }
+            Op::Select1 | Op::OneShot | Op::Mixed if *prepared => {
                 let st = conn
                     .prepare_cached("SELECT 1")
                     .await
@@ -305,7 +324,7 @@ impl Target for Deadpool {
                 let rows = conn.query(&st, &[]).await.expect("deadpool: SELECT 1");
                 check_one(rows[0].get(0));
             }
-            Op::Select1 | Op::OneShot => {
+            Op::Select1 | Op::OneShot | Op::Mixed => {
                 let rows = conn
                     .query_typed("SELECT 1", &[])
                     .await
@@ -370,7 +389,12 @@ impl Target for Bb8 {
                 black_box(&mut conn);
             }
             Op::CheckoutYield => tokio::task::yield_now().await,
-            Op::Select1 | Op::OneShot => {
+            Op::SlowOneShot => {
+                conn.query_typed(SLOW_SQL, &[])
+                    .await
+                    .expect("bb8: pg_sleep");
+            }
+            Op::Select1 | Op::OneShot | Op::Mixed => {
                 let rows = conn
                     .query_typed("SELECT 1", &[])
                     .await
@@ -471,7 +495,13 @@ impl Target for Limit {
                 black_box(&task.client);
                 tokio::task::yield_now().await;
             }
-            Op::Select1 | Op::OneShot => {
+            Op::SlowOneShot => {
+                task.client
+                    .query_typed(SLOW_SQL, &[])
+                    .await
+                    .expect("limit: pg_sleep");
+            }
+            Op::Select1 | Op::OneShot | Op::Mixed => {
                 let rows = match &task.statement {
                     Some(st) => task.client.query(st, &[]).await,
                     None => task.client.query_typed("SELECT 1", &[]).await,

@@ -52,6 +52,8 @@ pub(crate) enum Scenario {
     Bookkeeping,
     /// A one-shot `SELECT 1`: pool-core's shared lane against checkouts.
     OneShot,
+    /// One-shots of which 1 % are `pg_sleep(0.05)`: the fast ones' latency.
+    Mixed,
 }
 
 impl Scenario {
@@ -62,6 +64,7 @@ impl Scenario {
             Scenario::Select1 => "select1",
             Scenario::Bookkeeping => "bookkeeping",
             Scenario::OneShot => "oneshot",
+            Scenario::Mixed => "mixed",
         }
     }
 }
@@ -104,7 +107,9 @@ impl Plan {
         let (warm, window, timed, latencies) = match op {
             Op::Checkout => (self.checkout_warm, self.checkout_window, false, false),
             Op::CheckoutYield => (self.checkout_warm, self.checkout_window, true, false),
-            Op::Select1 | Op::OneShot => (self.select_warm, self.select_window, true, true),
+            Op::Select1 | Op::OneShot | Op::Mixed | Op::SlowOneShot => {
+                (self.select_warm, self.select_window, true, true)
+            }
         };
         CellSpec {
             op,
@@ -154,6 +159,14 @@ pub(crate) const TASKS: [usize; 5] = [1, 16, 64, 256, 1024];
 pub(crate) const POOLS: [usize; 2] = [4, 16];
 pub(crate) const SELECT_TASKS: [usize; 3] = [16, 64, 256];
 pub(crate) const ONESHOT_TASKS: [usize; 4] = [16, 64, 256, 1024];
+
+/// The implementations of the mixed cells.
+pub(crate) const MIXED_IMPLS: [Impl; 4] = [
+    Impl::POOL_CORE,
+    Impl::PoolCore(impls::PcVariant::LaneOff),
+    Impl::DeadpoolPrepared,
+    Impl::LimitPipelined,
+];
 
 /// The implementations of the one-shot cells, in report column order.
 pub(crate) const ONESHOT_IMPLS: [Impl; 7] = [
@@ -224,6 +237,16 @@ fn groups(plan: &Plan, only: &[String]) -> Vec<Group> {
                     impls: ONESHOT_IMPLS.to_vec(),
                 });
             }
+        }
+    }
+    if wanted(Scenario::Mixed) {
+        for tasks in [64, 256] {
+            out.push(Group {
+                scenario: Scenario::Mixed,
+                label: String::new(),
+                spec: plan.spec(Op::Mixed, 2, 4, tasks),
+                impls: MIXED_IMPLS.to_vec(),
+            });
         }
     }
     if wanted(Scenario::Bookkeeping) {
@@ -350,6 +373,7 @@ fn parse_args() -> Args {
                     Some("yield") => Op::CheckoutYield,
                     Some("select1") => Op::Select1,
                     Some("oneshot") => Op::OneShot,
+                    Some("mixed") => Op::Mixed,
                     Some("held-select1") => {
                         held = true;
                         Op::Select1

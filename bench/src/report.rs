@@ -155,6 +155,8 @@ pub(crate) struct Summary {
     pub(crate) oneshot_vs_pipelined: f64,
     /// The lowest Jain index of pool-core in the one-shot cells.
     pub(crate) oneshot_fairness: f64,
+    /// The mixed cells: the fast one-shots' p99 on the lane ÷ with the lane off, worst.
+    pub(crate) mixed_p99_vs_lane_off: f64,
 }
 
 fn describe(s: Scenario, spec: &CellSpec) -> String {
@@ -181,6 +183,7 @@ impl Summary {
         ];
         let mut below = Vec::new();
         let (mut one, mut one_pipe, mut one_jain) = (Vec::new(), Vec::new(), f64::NAN);
+        let mut mixed = f64::NAN;
         for g in results {
             let Some(a) = g.agg(pc) else { continue };
             let s = &g.spec;
@@ -191,6 +194,11 @@ impl Summary {
                     y.push(a.throughput / g.limit());
                     if let Some(l) = g.agg(Impl::LimitPrepared) {
                         y_prep.push(a.throughput / l.throughput);
+                    }
+                }
+                Scenario::Mixed => {
+                    if let Some(off) = g.agg(Impl::PoolCore(crate::impls::PcVariant::LaneOff)) {
+                        mixed = mixed.max(a.p99_ns / off.p99_ns);
                     }
                 }
                 Scenario::OneShot => {
@@ -250,6 +258,7 @@ impl Summary {
             oneshot_vs_best_peer: geomean(&one),
             oneshot_vs_pipelined: geomean(&one_pipe),
             oneshot_fairness: one_jain,
+            mixed_p99_vs_lane_off: mixed,
         }
     }
 
@@ -262,6 +271,12 @@ impl Summary {
             line.push_str(&format!(
                 " oneshot_vs_best_peer={:.3} oneshot_vs_pipelined={:.3} oneshot_fairness={:.4}",
                 self.oneshot_vs_best_peer, self.oneshot_vs_pipelined, self.oneshot_fairness
+            ));
+        }
+        if self.mixed_p99_vs_lane_off.is_finite() {
+            line.push_str(&format!(
+                " mixed_p99_vs_lane_off={:.2}",
+                self.mixed_p99_vs_lane_off
             ));
         }
         line
@@ -493,6 +508,35 @@ fn oneshot_table(out: &mut String, results: &[GroupResult]) {
     }
 }
 
+fn mixed_table(out: &mut String, results: &[GroupResult]) {
+    let _ = writeln!(
+        out,
+        "\n| pool | tasks | implementation | ops/s (all) | fast p50 | fast p99 | fast p99.9 | p99 ÷ lane off | Jain |"
+    );
+    let _ = writeln!(out, "|---:|---:|---|{}", "---:|".repeat(6));
+    for g in results.iter().filter(|g| g.scenario == Scenario::Mixed) {
+        let off = g
+            .agg(Impl::PoolCore(crate::impls::PcVariant::LaneOff))
+            .map_or(f64::NAN, |a| a.p99_ns);
+        for (imp, _) in &g.runs {
+            let Some(a) = g.agg(*imp) else { continue };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} |",
+                g.spec.pool,
+                g.spec.tasks,
+                imp.name(),
+                rate(a.throughput),
+                dur(a.p50_ns),
+                dur(a.p99_ns),
+                dur(a.p999_ns),
+                ratio(a.p99_ns / off),
+                a.jain,
+            );
+        }
+    }
+}
+
 fn fairness_table(out: &mut String, results: &[GroupResult]) {
     let cols = &COLUMNS[..];
     let _ = write!(out, "\n| scenario | threads | pool | tasks |");
@@ -685,6 +729,39 @@ pub(crate) fn markdown(
         "| `fairness` (lowest Jain index of pool-core at ≥ 64 tasks) ≥ 0.99 | {z:.4} | {} |",
         met(z >= 0.99)
     );
+    if summary.oneshot_vs_best_peer.is_finite() {
+        let (o, p, j) = (
+            summary.oneshot_vs_best_peer,
+            summary.oneshot_vs_pipelined,
+            summary.oneshot_fairness,
+        );
+        let _ = writeln!(
+            out,
+            "| `oneshot_vs_best_peer` (shared lane ÷ best exclusive peer, ≥ 64 tasks) ≥ 1.5 | {} | {} |",
+            ratio(o),
+            met(o >= 1.5)
+        );
+        let _ = writeln!(
+            out,
+            "| `oneshot_vs_pipelined` (shared lane ÷ pipelined raw clients, ≥ 64 tasks) ≥ 0.9 | {} | {} |",
+            ratio(p),
+            met(p >= 0.9)
+        );
+        let _ = writeln!(
+            out,
+            "| `oneshot_fairness` (lowest Jain index of the shared lane) ≥ 0.99 | {j:.4} | {} |",
+            met(j >= 0.99)
+        );
+    }
+    if summary.mixed_p99_vs_lane_off.is_finite() {
+        let m = summary.mixed_p99_vs_lane_off;
+        let _ = writeln!(
+            out,
+            "| mixed cell: fast one-shots' p99 on the lane ≤ 1.5 × lane off (worst cell) | {}× | {} |",
+            ratio(m),
+            met(m <= 1.5)
+        );
+    }
     for (threads, w, d, l) in summary.worst_oldest_vs_little {
         if w.is_nan() {
             continue;
@@ -762,6 +839,20 @@ pub(crate) fn markdown(
              `prepare_cached`, bb8)."
         );
         oneshot_table(&mut out, results);
+    }
+    if results.iter().any(|g| g.scenario == Scenario::Mixed) {
+        let _ = writeln!(
+            out,
+            "\n## Mixed one-shots: 1 % `pg_sleep(0.05)` (2 worker threads)\n"
+        );
+        let _ = writeln!(
+            out,
+            "Every 100th one-shot of each task is `SELECT pg_sleep(0.05)`, the others `SELECT 1`; latencies are of the fast ones only. \
+             On the shared lane a slow statement delays the statements queued behind it on the same connection (head-of-line); \
+             with the lane off, a task waits for a connection instead. **p99 ÷ lane off** compares the fast statements' p99 with pool-core's own \
+             checkout path in the same cell."
+        );
+        mixed_table(&mut out, results);
     }
 
     let _ = writeln!(out, "\n## Fairness under oversubscription\n");

@@ -88,12 +88,25 @@ async fn task_loop<T: Target>(
     let mut count = 0;
     let mut lat = Vec::new();
     let mut started = ctl.started[i].0.load(Relaxed);
+    // The mixed cell: every 100th operation of a task is the slow one, staggered
+    // across tasks; only the fast ones' latencies are kept.
+    let mut k = i;
     loop {
-        T::op(&mut task, op).await;
+        let this = if op == Op::Mixed {
+            k += 1;
+            if k.is_multiple_of(100) {
+                Op::SlowOneShot
+            } else {
+                Op::Mixed
+            }
+        } else {
+            op
+        };
+        T::op(&mut task, this).await;
         let phase = ctl.phase.load(Relaxed);
         if timed {
             let now = ctl.now_ns();
-            if latencies && phase == MEASURE {
+            if latencies && phase == MEASURE && this != Op::SlowOneShot {
                 lat.push(now - started);
             }
             started = now;

@@ -18,13 +18,13 @@ mod telemetry;
 
 pub use api::{
     Acquire, AdvisoryLock, BinaryCopyIn, BinaryCopyOut, ConnSet, ConnSource, CopyInSink,
-    CopyOutStream, Db, FreshReadTxSource, FreshTxSource, Isolation, Listener, ListenerEvent,
-    LockMode, Pool, PooledConn, ReadConn, ReadDb, ReadTxSource, ReplicaStatus, RowStream, Tx,
-    TxOptions, TxSource,
+    CopyOutStream, Db, FreshReadTxSource, FreshTxSource, InTx, Isolation, Listener, ListenerEvent,
+    LockMode, OnConn, Pipeline, Pool, PooledConn, ReadConn, ReadDb, ReadTxSource, ReplicaStatus,
+    RowStream, Tx, TxOptions, TxSource,
 };
 pub use bytes;
 pub use config::{Builder, ConfigSource, NestedCheckout, ReplicaFallback, SslMode};
-pub use conn::Conn;
+pub use conn::{Conn, Pipelined};
 pub use error::{Error, Result, Timeout, TimeoutKind};
 pub use status::{Counters, DiscardReason, Holder, LaneStatus, Site, Status, TaskKey};
 pub use stmt::{

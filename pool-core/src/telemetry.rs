@@ -21,6 +21,8 @@
 //! | `pool_core.leak.warnings` | counter | `{warning}` | |
 //! | `pool_core.statement.timeouts` | counter | `{timeout}` | |
 //! | `pool_core.transaction.retries` | counter | `{retry}` | |
+//! | `pool_core.shared.connections` | gauge | `{connection}` | |
+//! | `pool_core.shared.in_flight` | gauge | `{statement}` | |
 //!
 //! Every instrument also carries `db.client.connection.pool.name` (the builder's `name`,
 //! else `host:port`).
@@ -253,6 +255,9 @@ mod imp {
         leaks: Counter,
         statement_timeouts: Counter,
         retries: Counter,
+        /// The shared lane: its connections and statements in flight.
+        shared: Gauge,
+        in_flight: Gauge,
         /// Hold time per checkout site, gathered locally (see the module doc).
         hold: Sites,
         /// Waits, gathered locally.
@@ -341,6 +346,16 @@ mod imp {
             Unit::Count,
             "Re-runs of a #[transactional(retry)] body after a serialization failure or deadlock"
         );
+        describe_gauge!(
+            "pool_core.shared.connections",
+            Unit::Count,
+            "Connections the shared lane holds for one-shot statements (counted in used)"
+        );
+        describe_gauge!(
+            "pool_core.shared.in_flight",
+            Unit::Count,
+            "One-shot statements in flight on the shared lane's connections"
+        );
     }
 
     /// A pool that is gone has no connections and no waiters, and its last holds are
@@ -391,6 +406,8 @@ mod imp {
                 leaks: counter("pool_core.leak.warnings"),
                 statement_timeouts: counter("pool_core.statement.timeouts"),
                 retries: counter("pool_core.transaction.retries"),
+                shared: gauge("pool_core.shared.connections"),
+                in_flight: gauge("pool_core.shared.in_flight"),
                 hold: Sites::new(),
                 waits: Local::new(),
                 name: name.clone(),
@@ -477,6 +494,12 @@ mod imp {
         pub(crate) fn retried(&self) {
             self.retries.increment(1);
         }
+
+        /// The shared lane now (its keepers report every 50 ms).
+        pub(crate) fn lane(&self, connections: usize, in_flight: usize) {
+            self.shared.set(connections as f64);
+            self.in_flight.set(in_flight as f64);
+        }
     }
 }
 
@@ -512,6 +535,8 @@ mod imp {
         pub(crate) fn leak_warned(&self) {}
         #[inline(always)]
         pub(crate) fn statement_timed_out(&self) {}
+        #[inline(always)]
+        pub(crate) fn lane(&self, _connections: usize, _in_flight: usize) {}
     }
 }
 

@@ -105,7 +105,7 @@ impl Db {
         let site = Location::caller();
         StatementFuture::new(async move {
             let parts = statement.__parts();
-            refuse_early(&parts)?;
+            // The lane checks placement itself (from its statement cache when it can).
             if let Some((lane, deadline)) = self.lane() {
                 return match lane
                     .run(&self.pool.shared, &parts, params, Want::Rows, deadline)
@@ -115,6 +115,7 @@ impl Db {
                     Got::Count(_) => Ok(Vec::new()),
                 };
             }
+            refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
             conn.rows(parts, params, Place::Db).await
         })
@@ -175,7 +176,6 @@ impl Db {
         let site = Location::caller();
         StatementFuture::new(async move {
             let parts = statement.__parts();
-            refuse_early(&parts)?;
             if let Some((lane, deadline)) = self.lane() {
                 return match lane
                     .run(&self.pool.shared, &parts, params, Want::Count, deadline)
@@ -185,6 +185,7 @@ impl Db {
                     Got::Rows(_) => Ok(0),
                 };
             }
+            refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
             conn.count(parts, params, Place::Db).await
         })

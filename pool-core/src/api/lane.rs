@@ -22,7 +22,6 @@
 //! `acquire_timeout`, and fails as a checkout would. A statement takes the least-loaded
 //! connection.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -33,11 +32,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::config::LanePlan;
-use crate::conn::{Ctx, cancel_and_drain};
+use crate::conn::{Ctx, Place, TextMap, cancel_and_drain, placement};
 use crate::engine::Shared;
-use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, preview};
+use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, is_fatal, preview};
 use crate::status::LaneStatus;
 use crate::stmt::SqlParts;
+use pool_sql::Classification;
 
 use super::pool::Pool;
 
@@ -60,8 +60,9 @@ const IDLE_BACK: Duration = Duration::from_secs(5);
 struct SharedConn {
     client: Arc<Client>,
     in_flight: AtomicUsize,
-    /// Prepared statements of this connection, by text.
-    prepared: Mutex<HashMap<Box<str>, Statement>>,
+    /// Prepared statements of this connection, by text, with their classification (so a
+    /// statement run again is not classified again).
+    prepared: Mutex<TextMap<(Statement, Classification)>>,
     /// No new statements: going back to the pool once the last in flight is done.
     draining: AtomicBool,
     /// No new statements for now: an abandoned statement, alone on the connection, is
@@ -75,6 +76,7 @@ struct SharedConn {
     cause: Mutex<Option<Arc<tokio_postgres::Error>>>,
     /// The keeper's wake-up.
     wake: Notify,
+    /// When its last statement in flight ended.
     last_used: Mutex<Instant>,
 }
 
@@ -115,8 +117,10 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
-        *locked(&self.conn.last_used) = Instant::now();
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Idle now: when it became so is what the keeper reads.
+            *locked(&self.conn.last_used) = Instant::now();
+        }
         if self.conn.draining.load(Ordering::Acquire) {
             self.conn.wake.notify_one();
         }
@@ -288,6 +292,8 @@ impl Lane {
             let permit = match self.permits.try_acquire() {
                 Ok(p) => p,
                 Err(_) => {
+                    // About to wait: a statement that cannot run here is refused first.
+                    placement(parts, Place::Db, false)?;
                     self.grow(shared);
                     self.waits.fetch_add(1, Ordering::Relaxed);
                     self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -318,6 +324,13 @@ impl Lane {
             conn: &conn,
             _permit: permit,
         };
+        // A statement this connection prepared was admitted then; another is checked
+        // now, before anything is sent.
+        let cached = locked(&conn.prepared).get(parts.text).cloned();
+        let (cached, class) = match cached {
+            Some((st, class)) => (Some(st), class),
+            None => (None, placement(parts, Place::Db, false)?),
+        };
         // Dropped first: sees this statement still counted in.
         let mut abandon = Abandon {
             lane: self,
@@ -327,7 +340,10 @@ impl Lane {
         };
         let started = Instant::now();
         let work = async {
-            let statement = self.prepared(&conn, parts.text).await?;
+            let statement = match cached {
+                Some(st) => st,
+                None => self.prepare(&conn, parts.text, class).await?,
+            };
             match want {
                 Want::Rows => conn.client.query(&statement, params).await.map(Got::Rows),
                 Want::Count => conn
@@ -363,8 +379,8 @@ impl Lane {
         };
         self.statements.fetch_add(1, Ordering::Relaxed);
         // Read-your-writes: a statement that may write has run (or may have).
-        if let Some(log) = &shared.ctx.config.writes
-            && parts.class().as_ref().is_ok_and(|c| !c.read_only)
+        if !class.read_only
+            && let Some(log) = &shared.ctx.config.writes
         {
             log.wrote();
         }
@@ -372,7 +388,7 @@ impl Lane {
             Ok(got) => Ok(got),
             Err(e) => {
                 let code = e.as_db_error().map(|db| db.code().code());
-                if conn.client.is_closed() {
+                if conn.client.is_closed() || is_fatal(&e) {
                     self.lost.fetch_add(1, Ordering::Relaxed);
                     self.retire(&conn);
                     return Err(Error::broken_by(
@@ -430,21 +446,19 @@ impl Lane {
         }
     }
 
-    /// The statement prepared on `conn`, preparing it the first time.
-    async fn prepared(
+    /// Prepares `text` on `conn` and keeps it, with its classification.
+    async fn prepare(
         &self,
         conn: &SharedConn,
         text: &str,
+        class: Classification,
     ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        if let Some(st) = locked(&conn.prepared).get(text) {
-            return Ok(st.clone());
-        }
         let st = conn.client.prepare(text).await?;
         let mut cache = locked(&conn.prepared);
         if cache.len() >= 256 {
             cache.clear();
         }
-        cache.insert(text.into(), st.clone());
+        cache.insert(text.into(), (st.clone(), class));
         Ok(st)
     }
 
@@ -485,7 +499,7 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
     let conn = Arc::new(SharedConn {
         client: held.shared_client(),
         in_flight: AtomicUsize::new(0),
-        prepared: Mutex::new(HashMap::new()),
+        prepared: Mutex::new(TextMap::default()),
         draining: AtomicBool::new(false),
         paused: AtomicBool::new(false),
         refused_read_only: AtomicBool::new(false),
@@ -505,6 +519,11 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
         let Some(lane) = lane.upgrade() else {
             break;
         };
+        let now = lane.status();
+        pool.shared
+            .ctx
+            .telemetry
+            .lane(now.connections, now.in_flight);
         let idle = conn.in_flight.load(Ordering::Acquire) == 0;
         if conn.draining.load(Ordering::Acquire) {
             if idle || conn.client.is_closed() {
@@ -534,6 +553,13 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
     // borrower must get the connection quiet (or not at all).
     if !conn.client.is_closed() && !cancel_and_drain(&conn.client, &pool.shared.ctx).await {
         held.give_up();
+    }
+    if let Some(lane) = lane.upgrade() {
+        let now = lane.status();
+        pool.shared
+            .ctx
+            .telemetry
+            .lane(now.connections, now.in_flight);
     }
     // Back to the pool through the normal check-in (reset, or discarded if dead).
     drop(held);

@@ -207,6 +207,12 @@ impl<'c> Tx<'c> {
     }
 
     /// The connection, if this transaction still owns it.
+    /// A pipeline in this transaction: several statements in one round trip, any kind
+    /// (see [`Pipeline`](crate::Pipeline)).
+    pub fn pipeline(&mut self) -> super::pipeline::Pipeline<'_, super::pipeline::InTx> {
+        super::pipeline::Pipeline::new(self.conn, Some((self.depth, self.epoch)))
+    }
+
     pub(super) fn live_conn(&mut self) -> Result<&mut Conn> {
         self.live()?;
         Ok(self.conn)

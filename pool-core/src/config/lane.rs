@@ -21,8 +21,8 @@ pub(crate) struct LanePlan {
     pub(crate) in_flight: usize,
 }
 
-/// Statements in flight on one shared connection by default.
-const IN_FLIGHT: usize = 32;
+/// Statements in flight on one shared connection by default (see `shared_in_flight`).
+const IN_FLIGHT: usize = 128;
 
 impl Builder {
     /// Whether `Db`'s one-shot statements (`query`, `query_one`, `query_opt`,
@@ -54,9 +54,12 @@ impl Builder {
         self
     }
 
-    /// How many statements may be in flight on one shared connection (default 32).
-    /// With every shared connection at this limit, a one-shot waits, first come first
-    /// served, up to `acquire_timeout`, and then fails as a checkout would.
+    /// How many statements may be in flight on one shared connection (default 128; with
+    /// 32, 256 tasks on 4 connections reached 0.67× the throughput of raw clients
+    /// pipelining without a limit, with 128 0.82×). More in flight means more statements
+    /// queued behind a slow one on the same connection. With every shared connection at
+    /// this limit, a one-shot waits, first come first served, up to `acquire_timeout`,
+    /// and then fails as a checkout would.
     pub fn shared_in_flight(mut self, n: usize) -> Self {
         self.lane.in_flight = Some(n);
         self
@@ -80,7 +83,7 @@ impl LaneOptions {
         if self.in_flight == Some(0) {
             return Err(Error::config(
                 "shared_in_flight",
-                "is 0, so no statement could ever run; give at least 1 (the default is 32)",
+                "is 0, so no statement could ever run; give at least 1 (the default is 128)",
             ));
         }
         if let Some(n) = self.connections

@@ -16,7 +16,7 @@ use tokio_postgres::Statement;
 use tokio_postgres::types::Type;
 
 /// A map keyed by SQL text, hashed with [`TextHasher`].
-type TextMap<V> = HashMap<Box<str>, V, BuildHasherDefault<TextHasher>>;
+pub(crate) type TextMap<V> = HashMap<Box<str>, V, BuildHasherDefault<TextHasher>>;
 
 /// A cached statement and when it was last used.
 struct Entry {

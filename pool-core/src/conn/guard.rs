@@ -56,7 +56,7 @@ impl ConnState {
     }
 
     /// Records what a failed statement did to the connection.
-    fn on_error(&mut self, e: tokio_postgres::Error) -> Error {
+    pub(super) fn on_error(&mut self, e: tokio_postgres::Error) -> Error {
         if error::is_fatal(&e) {
             self.broken = true;
             // "connection closed" says nothing of why: report the cause if it is known.

@@ -373,3 +373,72 @@ async fn the_lane_takes_connections_through_the_hooks() {
     assert_eq!(status.lane.as_ref().unwrap().statements, 100, "{status}");
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_killed_mid_flight_fails_only_what_was_sent_on_it() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.connect().await;
+    let pool = builder
+        .max_size(1)
+        .shared_lane(true)
+        .shared_in_flight(1024)
+        .build()
+        .unwrap();
+    let mut warm = pool.db();
+    warm.query_one("SELECT 1", &[]).await.unwrap();
+    let pid = backends(&admin, tdb.name()).await[0].0;
+    // Statements in flight on the shared connection when its backend is terminated.
+    let tasks: Vec<_> = (0..200_i32)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut db = pool.db();
+                // The first holds the connection busy; the others queue behind it.
+                let sql = if i == 0 {
+                    "SELECT $1::int4 FROM pg_sleep(0.5)"
+                } else {
+                    "SELECT $1::int4"
+                };
+                db.query_one(sql, &[&i]).await.map(|r| r.get::<_, i32>(0))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let (mut lost, mut ok) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                // Each says it was sent (it may have run), and why the connection went.
+                assert!(matches!(e, Error::Broken { .. }), "{e}");
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                assert!(text.contains("was sent"), "{text}");
+                assert!(text.contains("terminating connection"), "{text}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(lost > 0, "the terminated backend failed nothing");
+    eprintln!("[lane] backend terminated: {lost} in-flight one-shots failed, {ok} succeeded");
+    // The lane replaces the connection: the next one-shots run on a new backend.
+    let mut db = pool.db();
+    for i in 0..20_i32 {
+        let v: i32 = db.query_one("SELECT $1::int4", &[&i]).await.unwrap().get(0);
+        assert_eq!(v, i);
+    }
+    let after = backends(&admin, tdb.name()).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].0, pid);
+    let lane = pool.status().lane.unwrap();
+    assert!(lane.lost >= 1, "{lane:?}");
+    pool.close().await;
+}

@@ -31,6 +31,7 @@ mod lifecycle;
 mod listener;
 mod metrics;
 mod peers;
+mod pipeline;
 mod reset;
 mod resize;
 mod rows;

@@ -396,6 +396,8 @@ async fn every_instrument_has_its_name_unit_attributes_and_value() {
         "pool_core.leak.warnings",
         "pool_core.statement.timeouts",
         "pool_core.transaction.retries",
+        "pool_core.shared.connections",
+        "pool_core.shared.in_flight",
     ] {
         assert!(s.keys().any(|(m, _)| m == metric), "{metric} missing");
     }
