@@ -352,6 +352,8 @@ pub struct Timeout {
     /// A statement timeout that passed before the statement was sent: the connection was
     /// still recovering from an earlier interrupted statement.
     pub(crate) unsent: bool,
+    /// A one-shot on the shared lane: its answer is abandoned, and the server ends it.
+    pub(crate) shared: bool,
 }
 
 impl Timeout {
@@ -444,7 +446,13 @@ impl fmt::Display for Timeout {
                 if let Some(sql) = &self.statement {
                     write!(f, " (`{sql}`)")?;
                 }
-                if self.unsent {
+                if self.shared {
+                    f.write_str(
+                        " on a shared connection: its answer is discarded and the server ends it at the pool's \
+                         statement_timeout (it is cancelled at once only when it was alone there, since a cancel \
+                         would hit its neighbours); make it faster, or raise statement_timeout or this call's deadline",
+                    )
+                } else if self.unsent {
                     f.write_str(
                         " before it was sent: the connection was still recovering from an earlier interrupted \
                          statement (cancelling it and draining the connection), so the server is slow or \

@@ -35,7 +35,7 @@ use crate::config::LanePlan;
 use crate::conn::{Ctx, Place, TextMap, cancel_and_drain, placement};
 use crate::engine::Shared;
 use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, is_fatal, preview};
-use crate::status::LaneStatus;
+use crate::status::{AtomicCounters, LaneStatus};
 use crate::stmt::SqlParts;
 use pool_sql::Classification;
 
@@ -360,6 +360,8 @@ impl Lane {
                     res
                 }
                 Err(_) => {
+                    AtomicCounters::bump(&shared.ctx.counters.statement_timeouts);
+                    shared.ctx.telemetry.statement_timed_out();
                     return Err(Error::Timeout(Box::new(Timeout {
                         kind: TimeoutKind::Statement,
                         after: started.elapsed(),
@@ -368,6 +370,7 @@ impl Lane {
                         last_connect_error: None,
                         statement: Some(preview(parts.text)),
                         unsent: false,
+                        shared: true,
                     })));
                 }
             },

@@ -253,6 +253,7 @@ fn statement_timeout(ctx: &Ctx, sql: &str, unsent: bool) -> Error {
         last_connect_error: None,
         statement: (!sql.is_empty()).then(|| error::preview(sql)),
         unsent,
+        shared: false,
     }))
 }
 

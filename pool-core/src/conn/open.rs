@@ -99,6 +99,7 @@ pub(crate) async fn open(ctx: &Arc<Ctx>, id: u64) -> Result<Box<Conn>, ConnectFa
                     last_connect_error: None,
                     statement: None,
                     unsent: false,
+                    shared: false,
                 }));
                 failure = Some(ConnectFailure {
                     error,

@@ -188,6 +188,7 @@ impl Shared {
                 .last_error(now.checked_sub(self.acquire_timeout()).unwrap_or(now)),
             statement: None,
             unsent: false,
+            shared: false,
         }
     }
 

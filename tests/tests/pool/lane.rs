@@ -165,6 +165,9 @@ async fn a_slow_statement_past_its_deadline_is_abandoned_not_cancelled() {
         matches!(&err, Error::Timeout(t) if t.kind() == TimeoutKind::Statement),
         "{err}"
     );
+    // It says what happened to it: abandoned beside others, ended by the server.
+    assert!(err.to_string().contains("on a shared connection"), "{err}");
+    assert_eq!(pool.status().counters.statement_timeouts, 1);
     let mut ok = 0;
     for (i, f) in fast.into_iter().enumerate() {
         assert_eq!(f.await.unwrap().unwrap(), i32::try_from(i).unwrap());
