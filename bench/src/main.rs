@@ -27,6 +27,7 @@ mod bulk;
 mod growth;
 mod impls;
 mod macros;
+mod pipeline;
 mod plot;
 mod report;
 mod run;
@@ -308,7 +309,7 @@ fn usage() -> ! {
         .chain(macros::Variant::ALL.map(macros::Variant::key))
         .collect();
     eprintln!(
-        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,bookkeeping,macros,growth,bulk] [--filter TEXT]\n       \
+        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,oneshot,mixed,bookkeeping,macros,growth,bulk,pipeline] [--filter TEXT]\n       \
          bench --plot-faults DIR\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1|held-select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
@@ -516,6 +517,13 @@ fn main() {
     } else {
         String::new()
     };
+    let wanted_pipeline = (args.only.is_empty() && args.filter.is_none())
+        || args.only.iter().any(|o| o == "pipeline");
+    let pipeline_section = if wanted_pipeline {
+        pipeline::run(&plan, &config)
+    } else {
+        String::new()
+    };
     let load_after = report::loadavg();
     let elapsed = started.elapsed();
     let machine =
@@ -524,6 +532,7 @@ fn main() {
     let mut markdown = report::markdown(&results, &macro_section, &summary, &machine, &plan);
     markdown.push_str(&growth_section);
     markdown.push_str(&bulk_section);
+    markdown.push_str(&pipeline_section);
     std::fs::create_dir_all(&args.out).unwrap();
     std::fs::write(args.out.join("results.md"), &markdown).unwrap();
     std::fs::write(
