@@ -287,6 +287,27 @@ impl Lane {
         want: Want,
         deadline: Option<Duration>,
     ) -> Result<Got> {
+        #[cfg(feature = "spans")]
+        {
+            use tracing::Instrument;
+            let span = crate::conn::statement_span(&shared.ctx, parts.text);
+            self.run_in(shared, parts, params, want, deadline)
+                .instrument(span)
+                .await
+        }
+        #[cfg(not(feature = "spans"))]
+        self.run_in(shared, parts, params, want, deadline).await
+    }
+
+    /// [`Lane::run`], in the statement's span.
+    async fn run_in(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        parts: &SqlParts<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        want: Want,
+        deadline: Option<Duration>,
+    ) -> Result<Got> {
         let until = Instant::now() + shared.acquire_deadline();
         let (permit, conn) = loop {
             let permit = match self.permits.try_acquire() {

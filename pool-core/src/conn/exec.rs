@@ -345,37 +345,7 @@ impl Conn {
     /// (debug level, target `pool_core`); its fields are filled only when it is enabled.
     #[cfg(feature = "spans")]
     pub(crate) fn statement_span(&self, text: &str) -> tracing::Span {
-        let span = tracing::debug_span!(
-            target: "pool_core",
-            "statement",
-            otel.name = tracing::field::Empty,
-            db.system.name = "postgresql",
-            db.operation.name = tracing::field::Empty,
-            db.namespace = tracing::field::Empty,
-            server.address = tracing::field::Empty,
-            server.port = tracing::field::Empty,
-            db.query.text = tracing::field::Empty,
-        );
-        if !span.is_disabled() {
-            let pg = &self.ctx.config.pg;
-            let operation = operation_name(text);
-            span.record("otel.name", operation.as_str());
-            span.record("db.operation.name", operation.as_str());
-            if let Some(db) = pg.get_dbname() {
-                span.record("db.namespace", db);
-            }
-            if let Some(tokio_postgres::config::Host::Tcp(host)) = pg.get_hosts().first() {
-                span.record("server.address", host.as_str());
-            }
-            span.record(
-                "server.port",
-                pg.get_ports().first().copied().unwrap_or(5432),
-            );
-            if self.ctx.config.trace_statement_text && !text.is_empty() {
-                span.record("db.query.text", text);
-            }
-        }
-        span
+        statement_span(&self.ctx, text)
     }
 
     /// Admits the statement, sends it the way this connection sends statements, and
@@ -583,4 +553,41 @@ pub(crate) fn opt_row(mut rows: Vec<Row>) -> Result<Option<Row>> {
         0 | 1 => Ok(rows.pop()),
         n => Err(Error::RowCount { rows: n }),
     }
+}
+
+/// The tracing span of a statement on a connection of the pool `ctx` belongs to (see
+/// `Conn::statement_span`; the shared lane's statements use it too).
+#[cfg(feature = "spans")]
+pub(crate) fn statement_span(ctx: &super::Ctx, text: &str) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: "pool_core",
+        "statement",
+        otel.name = tracing::field::Empty,
+        db.system.name = "postgresql",
+        db.operation.name = tracing::field::Empty,
+        db.namespace = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        db.query.text = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let pg = &ctx.config.pg;
+        let operation = operation_name(text);
+        span.record("otel.name", operation.as_str());
+        span.record("db.operation.name", operation.as_str());
+        if let Some(db) = pg.get_dbname() {
+            span.record("db.namespace", db);
+        }
+        if let Some(tokio_postgres::config::Host::Tcp(host)) = pg.get_hosts().first() {
+            span.record("server.address", host.as_str());
+        }
+        span.record(
+            "server.port",
+            pg.get_ports().first().copied().unwrap_or(5432),
+        );
+        if ctx.config.trace_statement_text && !text.is_empty() {
+            span.record("db.query.text", text);
+        }
+    }
+    span
 }

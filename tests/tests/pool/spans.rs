@@ -105,6 +105,9 @@ async fn acquire_statement_and_transaction_spans_carry_otel_attributes() {
     }
     conn.execute("SELECT 2", &[]).await.unwrap();
     drop(conn);
+    // A one-shot on the shared lane has its statement span too.
+    db.query("SELECT 3", &[]).await.unwrap();
+    assert_eq!(pool.status().lane.map(|l| l.statements), Some(1));
 
     let acquires = capture.named("acquire");
     assert!(!acquires.is_empty());
@@ -129,6 +132,10 @@ async fn acquire_statement_and_transaction_spans_carry_otel_attributes() {
     assert!(select.fields.contains_key("server.address"), "{select:?}");
     assert!(select.fields.contains_key("server.port"), "{select:?}");
     assert!(select.closed);
+    let one_shot = by_text("SELECT 3");
+    assert_eq!(one_shot.fields["db.operation.name"], "SELECT");
+    assert_eq!(one_shot.fields["db.namespace"], tdb.name());
+    assert!(one_shot.closed);
     let lock = by_text("lock table t in share mode");
     assert_eq!(lock.fields["db.operation.name"], "LOCK TABLE");
     assert_eq!(
