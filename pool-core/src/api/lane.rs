@@ -381,6 +381,13 @@ impl Lane {
                     res
                 }
                 Err(_) => {
+                    if Some(d) == shared.ctx.config.statement_timeout {
+                        // The server ends every statement here just before this deadline:
+                        // a connection that has not answered by now is not answering
+                        // (a dead network, a hung server). Out of service; the keeper
+                        // gives it back once it is quiet, or discards it.
+                        self.retire(&conn);
+                    }
                     AtomicCounters::bump(&shared.ctx.counters.statement_timeouts);
                     shared.ctx.telemetry.statement_timed_out();
                     return Err(Error::Timeout(Box::new(Timeout {

@@ -43,9 +43,9 @@ use crate::stmt::{ConnSql, Prepared, SqlParts, StatementFuture};
 use cache::StatementCache;
 pub(crate) use cache::TextMap;
 pub(crate) use connector::Connector;
-pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
 #[cfg(feature = "spans")]
 pub(crate) use exec::statement_span;
+pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
 pub(crate) use guard::cancel_and_drain;
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};

@@ -22,6 +22,7 @@ mod rig;
 mod cancel;
 mod credentials;
 mod kill;
+mod lane;
 mod lifecycle;
 mod listener;
 mod load;
