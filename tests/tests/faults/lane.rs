@@ -12,16 +12,15 @@ use tests::faults::proxy::Fault;
 
 use crate::rig::*;
 
-/// One-shots from `tasks` tasks until `stop`: (ok, errors by kind).
-fn load(
-    rig: &Rig,
-    tasks: usize,
-    stop: &Arc<AtomicBool>,
-) -> (
-    Vec<tokio::task::JoinHandle<()>>,
-    Arc<AtomicU64>,
-    Arc<std::sync::Mutex<Vec<String>>>,
-) {
+/// The tasks of [`load`], what succeeded and the errors, `kind: message`.
+struct Load {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// One-shots from `tasks` tasks until `stop`.
+fn load(rig: &Rig, tasks: usize, stop: &Arc<AtomicBool>) -> Load {
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let budget = rig.settings.acquire + rig.settings.statement;
@@ -69,7 +68,11 @@ fn load(
             })
         })
         .collect();
-    (handles, ok, errors)
+    Load {
+        handles,
+        ok,
+        errors,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +88,11 @@ async fn shared_connections_reset_or_blackholed_under_one_shots() {
     .await;
     for (fault, label) in [(Fault::Rst, "rst"), (Fault::Blackhole, "blackhole")] {
         let stop = Arc::new(AtomicBool::new(false));
-        let (handles, ok, errors) = load(&rig, 32, &stop);
+        let Load {
+            handles,
+            ok,
+            errors,
+        } = load(&rig, 32, &stop);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = ok.load(Ordering::Relaxed);
         assert!(before > 0, "no one-shot succeeded before the fault");
