@@ -40,6 +40,7 @@ use crate::stmt::SqlParts;
 use pool_sql::Classification;
 
 use super::pool::Pool;
+use super::pooled::PooledConn;
 
 /// How often a keeper looks at its connection and the pool.
 const KEEPER_EVERY: Duration = Duration::from_millis(50);
@@ -517,6 +518,8 @@ async fn keeper(pool: Pool, lane: Weak<Lane>) {
         // The waiters time out with the pool's own acquire error.
         return;
     };
+    // Held for as long as it is shared: not a leak.
+    PooledConn::expect_long_hold(&held);
     if let Some(d) = pool.shared.ctx.config.statement_timeout {
         let ms = server_deadline(d).as_millis().max(1).to_string();
         if held

@@ -55,6 +55,12 @@ impl<'db> PooledConn<'db> {
         drop(this);
     }
 
+    /// This checkout is meant to be held long (the shared lane's keepers): it is not
+    /// reported by `leak_threshold`.
+    pub(crate) fn expect_long_hold(this: &Self) {
+        this.db.pool.shared.expect_long_hold(this.holder);
+    }
+
     /// Where this connection was checked out.
     pub fn checked_out_at(this: &Self) -> Site {
         this.site

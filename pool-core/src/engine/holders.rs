@@ -76,6 +76,14 @@ impl Holders {
         }
     }
 
+    /// The connection recorded under `key` is meant to be held long (the shared lane's):
+    /// never warned about as a leak.
+    pub(super) fn expect_long(&mut self, key: HolderKey) {
+        if let Some(Some(h)) = self.entries.get_mut(key) {
+            h.warned = true;
+        }
+    }
+
     /// The connection recorded under `key` came back.
     pub(super) fn remove(&mut self, key: HolderKey) {
         if let Some(slot) = self.entries.get_mut(key)

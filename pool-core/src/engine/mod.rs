@@ -204,6 +204,12 @@ impl Shared {
         self.config.acquire_timeout
     }
 
+    /// The checkout recorded under `key` is meant to be held long (a shared lane
+    /// connection): no leak warning for it.
+    pub(crate) fn expect_long_hold(&self, key: HolderKey) {
+        self.lock().holders.expect_long(key);
+    }
+
     /// How many checkouts are waiting for a connection.
     pub(crate) fn waiting(&self) -> usize {
         self.lock().queue.waiting()

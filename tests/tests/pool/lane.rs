@@ -445,3 +445,32 @@ async fn a_shared_connection_killed_mid_flight_fails_only_what_was_sent_on_it() 
     assert!(lane.lost >= 1, "{lane:?}");
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lanes_long_held_connections_are_not_reported_as_leaks() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder
+        .max_size(2)
+        .leak_threshold(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut db = pool.db();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        db.query_one("SELECT 1", &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = pool.status();
+    assert!(status.lane.as_ref().unwrap().connections >= 1, "{status}");
+    assert_eq!(status.counters.leaks, 0, "{status}");
+    // A checkout held too long is still reported.
+    let mut other = pool.db();
+    let held = other.acquire().await.unwrap();
+    let warned = eventually(Duration::from_secs(5), || async {
+        pool.status().counters.leaks == 1
+    })
+    .await;
+    assert!(warned, "{}", pool.status());
+    drop(held);
+    pool.close().await;
+}
