@@ -7,15 +7,17 @@
 //!
 //! The lane's connections are ordinary checkouts, each held by a *keeper* task for as
 //! long as it is shared, so shared and checked-out connections together never exceed
-//! `max_size`. A keeper opens its connection when every shared one is busy, sets the
-//! session's `statement_timeout` to just under the pool's (the server enforces the
-//! deadline; the client's is the pool's, a backstop), and
-//! gives it back — to the idle list or a waiting checkout, through the normal check-in
-//! and reset — when it has been idle a while, when a checkout waits (the lane keeps one
-//! while others remain), when the connection dies, or when the pool closes. No cancel
-//! request is ever sent on a shared connection: it would cancel whatever that backend
-//! runs. A deadline shorter than the pool's abandons the response (the driver discards
-//! it when it comes).
+//! `max_size` (a keeper's checkout is exempt from leak warnings). A keeper opens its
+//! connection when every shared one is busy, sets the session's `statement_timeout` to
+//! just under the pool's (the server enforces the deadline; the client's is the pool's,
+//! a backstop: a connection silent at it is retired), and gives it back — quiet, to the
+//! idle list or a waiting checkout, through the normal check-in and reset — when it has
+//! been idle a while, when a checkout waits (the lane keeps one while others remain),
+//! when the connection dies or answers 25006, or when the pool closes. A deadline
+//! shorter than the pool's abandons the response (the driver discards it when it
+//! comes). A cancel request would cancel whatever that backend runs, so one is sent only
+//! for an abandoned statement alone on its connection, which takes no new statement
+//! until the cancel has landed and been absorbed.
 //!
 //! Capacity is a fair semaphore: `shared_in_flight` permits per shared connection, so
 //! with every connection at its limit a one-shot waits first come first served, up to
