@@ -25,7 +25,7 @@
 //! connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
@@ -42,7 +42,9 @@ use crate::stmt::SqlParts;
 use pool_sql::Classification;
 
 use super::pool::Pool;
-use super::pooled::PooledConn;
+
+mod keeper;
+use keeper::keeper;
 
 /// How often a keeper looks at its connection and the pool.
 const KEEPER_EVERY: Duration = Duration::from_millis(50);
@@ -505,100 +507,6 @@ impl Lane {
         }
         self.permits.close();
     }
-}
-
-/// Holds one shared connection for the lane: checks it out, sets the session's
-/// deadline, shares it, and gives it back when it is no longer wanted.
-async fn keeper(pool: Pool, lane: Weak<Lane>) {
-    let mut db = pool.db();
-    let checked_out = db.acquire().await;
-    let Some(this) = lane.upgrade() else {
-        return;
-    };
-    this.growing.store(false, Ordering::Release);
-    let Ok(mut held) = checked_out else {
-        // The waiters time out with the pool's own acquire error.
-        return;
-    };
-    // Held for as long as it is shared: not a leak.
-    PooledConn::expect_long_hold(&held);
-    if let Some(d) = pool.shared.ctx.config.statement_timeout {
-        let ms = server_deadline(d).as_millis().max(1).to_string();
-        if held
-            .set("statement_timeout", &format!("{ms}ms"))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    let conn = Arc::new(SharedConn {
-        client: held.shared_client(),
-        in_flight: AtomicUsize::new(0),
-        prepared: Mutex::new(TextMap::default()),
-        draining: AtomicBool::new(false),
-        paused: AtomicBool::new(false),
-        refused_read_only: AtomicBool::new(false),
-        closed_by: held.closed_by_slot(),
-        cause: Mutex::new(None),
-        wake: Notify::new(),
-        last_used: Mutex::new(Instant::now()),
-    });
-    locked(&this.conns).push(Arc::clone(&conn));
-    this.permits.add_permits(this.plan.in_flight);
-    drop(this);
-    loop {
-        tokio::select! {
-            () = conn.wake.notified() => {}
-            () = tokio::time::sleep(KEEPER_EVERY) => {}
-        }
-        let Some(lane) = lane.upgrade() else {
-            break;
-        };
-        let now = lane.status();
-        pool.shared
-            .ctx
-            .telemetry
-            .lane(now.connections, now.in_flight);
-        let idle = conn.in_flight.load(Ordering::Acquire) == 0;
-        if conn.draining.load(Ordering::Acquire) {
-            if idle || conn.client.is_closed() {
-                break;
-            }
-            continue;
-        }
-        let others = locked(&lane.conns).len() > 1;
-        let lane_waits = usize::from(lane.growing.load(Ordering::Acquire));
-        let checkout_waits = pool.shared.waiting() > lane_waits;
-        let idle_long = idle && locked(&conn.last_used).elapsed() >= IDLE_BACK;
-        if conn.client.is_closed()
-            || pool.is_closed()
-            || (checkout_waits && (others || idle))
-            || idle_long
-        {
-            if conn.client.is_closed() {
-                lane.lost.fetch_add(1, Ordering::Relaxed);
-            }
-            lane.retire(&conn);
-        }
-    }
-    if conn.refused_read_only.load(Ordering::Acquire) {
-        held.note_read_only_refusal();
-    }
-    // A statement abandoned beside others may still run on the server: the next
-    // borrower must get the connection quiet (or not at all).
-    if !conn.client.is_closed() && !cancel_and_drain(&conn.client, &pool.shared.ctx).await {
-        held.give_up();
-    }
-    if let Some(lane) = lane.upgrade() {
-        let now = lane.status();
-        pool.shared
-            .ctx
-            .telemetry
-            .lane(now.connections, now.in_flight);
-    }
-    // Back to the pool through the normal check-in (reset, or discarded if dead).
-    drop(held);
 }
 
 #[cfg(test)]
