@@ -134,10 +134,28 @@ impl Drop for InFlight<'_> {
 
 impl SharedConn {
     /// Why the connection was lost, shared by every statement that was in flight: what
-    /// its reader recorded (a FATAL from the server), else the first statement's error.
-    fn cause_of_loss(&self, e: tokio_postgres::Error) -> Arc<tokio_postgres::Error> {
+    /// its reader recorded, or what one of the statements got from the server (a
+    /// FATAL), else the first statement's error. A bare "connection closed" waits a
+    /// moment (up to 100 ms) for the real cause: the statement that got the server's
+    /// FATAL, or the reader, may be a few polls behind.
+    async fn cause_of_loss(&self, e: tokio_postgres::Error) -> Arc<tokio_postgres::Error> {
+        let bare = e.as_db_error().is_none();
+        if bare {
+            for _ in 0..50 {
+                let known = locked(&self.cause)
+                    .as_ref()
+                    .is_some_and(|c| c.as_db_error().is_some())
+                    || locked(&self.closed_by).is_some();
+                if known {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         let mut cause = locked(&self.cause);
-        if let Some(c) = cause.as_ref() {
+        if let Some(c) = cause.as_ref()
+            && (bare || c.as_db_error().is_some())
+        {
             return Arc::clone(c);
         }
         let recorded = locked(&self.closed_by).take();
@@ -429,7 +447,7 @@ impl Lane {
                     self.retire(&conn);
                     return Err(Error::broken_by(
                         "while running a one-shot on a shared connection: it was sent and may have run",
-                        conn.cause_of_loss(e),
+                        conn.cause_of_loss(e).await,
                     ));
                 } else if code == Some("25006") {
                     // A demoted primary: the keeper has the server asked on return.
