@@ -89,9 +89,9 @@ impl Db {
     }
 
     /// One-shot: runs a statement on a pooled connection and returns its rows — on the
-    /// shared lane (pipelined with other tasks' one-shots, no checkout) unless it is off
-    /// or the call asked for a deadline longer than the pool's (see
-    /// [`Builder::shared_lane`](crate::Builder::shared_lane)).
+    /// shared lane (pipelined with other tasks' one-shots, no checkout) when the pool has
+    /// it on ([`Builder::shared_lane`](crate::Builder::shared_lane)) and the call asked
+    /// for no deadline longer than the pool's.
     ///
     /// Cancellation: the statement is cancelled on the server and the connection cleaned
     /// before reuse; on the shared lane, only when it is alone on its connection (else
