@@ -199,11 +199,6 @@ impl Shared {
         Error::Timeout(Box::new(self.acquire_timeout_locked(&st, Instant::now())))
     }
 
-    /// `acquire_timeout`.
-    pub(crate) fn acquire_deadline(&self) -> Duration {
-        self.config.acquire_timeout
-    }
-
     /// The checkout recorded under `key` is meant to be held long (a shared lane
     /// connection): no leak warning for it.
     pub(crate) fn expect_long_hold(&self, key: HolderKey) {
@@ -449,7 +444,8 @@ impl Shared {
             .is_some_and(|d| now.duration_since(since) >= d)
     }
 
-    fn acquire_timeout(&self) -> Duration {
+    /// `acquire_timeout` (the shared lane's waiters keep it too).
+    pub(crate) fn acquire_timeout(&self) -> Duration {
         self.config.acquire_timeout
     }
 }

@@ -331,7 +331,7 @@ impl Lane {
         want: Want,
         deadline: Option<Duration>,
     ) -> Result<Got> {
-        let until = Instant::now() + shared.acquire_deadline();
+        let until = Instant::now() + shared.acquire_timeout();
         let (permit, conn) = loop {
             let permit = match self.permits.try_acquire() {
                 Ok(p) => p,
