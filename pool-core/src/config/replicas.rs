@@ -164,12 +164,7 @@ impl ReplicaOptions {
             {
                 pg.application_name(name);
             }
-            if pg
-                .get_connect_timeout()
-                .is_none_or(|d| *d > conn.connect_timeout)
-            {
-                pg.connect_timeout(conn.connect_timeout);
-            }
+            super::validate::cap_connect_timeout(&mut pg, conn.connect_timeout);
             pg.ssl_mode(conn.pg.get_ssl_mode());
             // The server refuses writes on the read side even after a promotion.
             let options = match pg.get_options() {

@@ -63,14 +63,7 @@ impl Builder {
         } else if let Some(name) = self.application_name {
             pg.application_name(name);
         }
-        // The driver's own connect_timeout only covers each TCP connect; ours covers the
-        // whole handshake. Keep the driver's if it is shorter.
-        if pg
-            .get_connect_timeout()
-            .is_none_or(|d| *d > self.conn.connect_timeout)
-        {
-            pg.connect_timeout(self.conn.connect_timeout);
-        }
+        cap_connect_timeout(&mut pg, self.conn.connect_timeout);
         let cleanup_timeout = self
             .conn
             .statement_timeout
@@ -84,6 +77,14 @@ impl Builder {
             conn.statement_cache_capacity = 0;
         }
         Ok((self.pool, conn))
+    }
+}
+
+/// The driver's own connect_timeout only covers each TCP connect; the pool's covers the
+/// whole handshake. Keeps the driver's if it is shorter, else sets the pool's.
+pub(super) fn cap_connect_timeout(pg: &mut tokio_postgres::Config, pool: Duration) {
+    if pg.get_connect_timeout().is_none_or(|d| *d > pool) {
+        pg.connect_timeout(pool);
     }
 }
 
