@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::conn::{Place, one_row, opt_row, placement};
+use crate::conn::{Pipelined, Place, Step, one_row, opt_row, placement};
 use crate::engine::acquire_many;
 use crate::error::Result;
 use crate::status::Site;
 use crate::stmt::{OneShotSql, SqlParts, StatementFuture, call_timeout};
 
 use super::acquire::Acquire;
-use super::lane::{Got, Lane, Want};
+use super::lane::Lane;
 use super::pool::Pool;
 use super::pooled::ConnSet;
 
@@ -107,13 +107,10 @@ impl Db {
             let parts = statement.__parts();
             // The lane checks placement itself (from its statement cache when it can).
             if let Some((lane, deadline)) = self.lane() {
-                return match lane
-                    .run(&self.pool.shared, &parts, params, Want::Rows, deadline)
-                    .await?
-                {
-                    Got::Rows(rows) => Ok(rows),
-                    Got::Count(_) => Ok(Vec::new()),
-                };
+                return lane
+                    .run(&self.pool.shared, &parts, params, Step::Query, deadline)
+                    .await
+                    .map(Pipelined::into_rows);
             }
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;
@@ -177,13 +174,10 @@ impl Db {
         StatementFuture::new(async move {
             let parts = statement.__parts();
             if let Some((lane, deadline)) = self.lane() {
-                return match lane
-                    .run(&self.pool.shared, &parts, params, Want::Count, deadline)
-                    .await?
-                {
-                    Got::Count(n) => Ok(n),
-                    Got::Rows(_) => Ok(0),
-                };
+                return lane
+                    .run(&self.pool.shared, &parts, params, Step::Execute, deadline)
+                    .await
+                    .map(|done| done.count());
             }
             refuse_early(&parts)?;
             let mut conn = Acquire::new(self, site).await?;

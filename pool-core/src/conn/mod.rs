@@ -50,7 +50,7 @@ pub(crate) use guard::cancel_and_drain;
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub use pipeline::Pipelined;
-pub(crate) use pipeline::{Item, Step, not_empty};
+pub(crate) use pipeline::{Item, Step, not_empty, send};
 pub(crate) use settings::{ConnConfig, Ctx};
 pub use ssl_mode::SslMode;
 #[cfg(feature = "rustls")]

@@ -3,8 +3,6 @@
 //! answer is read — the driver writes them back to back — under one guard and one
 //! deadline, and the answers are taken in order.
 
-use std::future::Future;
-
 use pool_sql::{Classification, Touches};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -106,7 +104,7 @@ impl Conn {
                 let sends = items
                     .iter()
                     .zip(&statements)
-                    .map(|(it, st)| send(client, st, it));
+                    .map(|(it, st)| send(client, st, it.params, it.step));
                 // Polled together: every statement is sent before any answer is awaited.
                 async move { Ok(futures::future::join_all(sends).await) }
             })
@@ -131,21 +129,19 @@ impl Conn {
 }
 
 /// Sends one statement of a pipeline and reads its answer.
-fn send<'a>(
-    client: &'a tokio_postgres::Client,
-    statement: &'a tokio_postgres::Statement,
-    item: &'a Item<'_>,
-) -> impl Future<Output = std::result::Result<Pipelined, tokio_postgres::Error>> + Send + 'a {
-    let params = item.params;
-    let step = item.step;
-    async move {
-        match step {
-            Step::Query => client.query(statement, params).await.map(Pipelined::Rows),
-            Step::Execute => client
-                .execute(statement, params)
-                .await
-                .map(Pipelined::Count),
-        }
+/// Also the shared lane's one send of a one-shot.
+pub(crate) async fn send(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    step: Step,
+) -> std::result::Result<Pipelined, tokio_postgres::Error> {
+    match step {
+        Step::Query => client.query(statement, params).await.map(Pipelined::Rows),
+        Step::Execute => client
+            .execute(statement, params)
+            .await
+            .map(Pipelined::Count),
     }
 }
 

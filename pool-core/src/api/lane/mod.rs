@@ -31,10 +31,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::LanePlan;
-use crate::conn::{Ctx, Place, TextMap, cancel_and_drain, placement};
+use crate::conn::{Ctx, Pipelined, Place, Step, TextMap, cancel_and_drain, placement, send};
 use crate::engine::Shared;
 use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, is_fatal, preview};
 use crate::status::{AtomicCounters, LaneStatus};
@@ -100,18 +100,6 @@ pub(crate) struct Lane {
     waits: AtomicU64,
     lost: AtomicU64,
     waiting: AtomicUsize,
-}
-
-/// What a lane statement returns.
-pub(crate) enum Want {
-    Rows,
-    Count,
-}
-
-/// What it got.
-pub(crate) enum Got {
-    Rows(Vec<Row>),
-    Count(u64),
 }
 
 /// Gives the permit back and counts the statement out, however it ends.
@@ -307,19 +295,19 @@ impl Lane {
         shared: &Arc<Shared>,
         parts: &SqlParts<'_>,
         params: &[&(dyn ToSql + Sync)],
-        want: Want,
+        step: Step,
         deadline: Option<Duration>,
-    ) -> Result<Got> {
+    ) -> Result<Pipelined> {
         #[cfg(feature = "spans")]
         {
             use tracing::Instrument;
             let span = crate::conn::statement_span(&shared.ctx, parts.text);
-            self.run_in(shared, parts, params, want, deadline)
+            self.run_in(shared, parts, params, step, deadline)
                 .instrument(span)
                 .await
         }
         #[cfg(not(feature = "spans"))]
-        self.run_in(shared, parts, params, want, deadline).await
+        self.run_in(shared, parts, params, step, deadline).await
     }
 
     /// [`Lane::run`], in the statement's span.
@@ -328,9 +316,9 @@ impl Lane {
         shared: &Arc<Shared>,
         parts: &SqlParts<'_>,
         params: &[&(dyn ToSql + Sync)],
-        want: Want,
+        step: Step,
         deadline: Option<Duration>,
-    ) -> Result<Got> {
+    ) -> Result<Pipelined> {
         let until = Instant::now() + shared.acquire_timeout();
         let (permit, conn) = loop {
             let permit = match self.permits.try_acquire() {
@@ -388,14 +376,7 @@ impl Lane {
                 Some(st) => st,
                 None => self.prepare(&conn, parts.text, class).await?,
             };
-            match want {
-                Want::Rows => conn.client.query(&statement, params).await.map(Got::Rows),
-                Want::Count => conn
-                    .client
-                    .execute(&statement, params)
-                    .await
-                    .map(Got::Count),
-            }
+            send(&conn.client, &statement, params, step).await
         };
         let outcome = match deadline {
             Some(d) => match tokio::time::timeout(d, work).await {
