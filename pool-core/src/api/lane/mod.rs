@@ -122,18 +122,22 @@ impl Drop for InFlight<'_> {
 
 impl SharedConn {
     /// Why the connection was lost, shared by every statement that was in flight: what
-    /// its reader recorded, or what one of the statements got from the server (a
-    /// FATAL), else the first statement's error. A bare "connection closed" waits a
+    /// one of the statements got from the server (a FATAL), else what its reader
+    /// recorded, else the first statement's error. A bare "connection closed" waits a
     /// moment (up to 100 ms) for the real cause: the statement that got the server's
     /// FATAL, or the reader, may be a few polls behind.
     async fn cause_of_loss(&self, e: tokio_postgres::Error) -> Arc<tokio_postgres::Error> {
         let bare = e.as_db_error().is_none();
         if bare {
             for _ in 0..50 {
+                // Only the server's word ends the wait early: the reader's socket error
+                // may be recorded before the statement that got the FATAL has run.
                 let known = locked(&self.cause)
                     .as_ref()
                     .is_some_and(|c| c.as_db_error().is_some())
-                    || locked(&self.closed_by).is_some();
+                    || locked(&self.closed_by)
+                        .as_ref()
+                        .is_some_and(|c| c.as_db_error().is_some());
                 if known {
                     break;
                 }
@@ -146,8 +150,13 @@ impl SharedConn {
         {
             return Arc::clone(c);
         }
-        let recorded = locked(&self.closed_by).take();
-        let c = Arc::new(recorded.unwrap_or(e));
+        // The server's own word (a FATAL) beats the reader's account of the socket
+        // closing after it, which may have been recorded first.
+        let c = if bare {
+            Arc::new(locked(&self.closed_by).take().unwrap_or(e))
+        } else {
+            Arc::new(e)
+        };
         *cause = Some(Arc::clone(&c));
         c
     }
