@@ -189,8 +189,7 @@ impl PoolCore {
             // Generous: a starved task must show up as starved, not as a timeout error.
             .acquire_timeout(Duration::from_secs(600));
         b = match variant {
-            // One-shots on the shared lane (the only op it changes).
-            PcVariant::Default => b.shared_lane(true),
+            PcVariant::Default => b,
             PcVariant::NestedAllow => b.nested_checkout(pool_core::NestedCheckout::Allow),
             PcVariant::NoBookkeeping => pool_core::__private::bookkeeping(b, false),
             PcVariant::NoStatementTimeout => b.statement_timeout(None),

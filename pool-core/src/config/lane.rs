@@ -26,7 +26,7 @@ const IN_FLIGHT: usize = 128;
 
 impl Builder {
     /// Whether `Db`'s one-shot statements (`query`, `query_one`, `query_opt`,
-    /// `execute`) run on the shared lane (default: off — opt in while the faults suite shows an occasional lost-connection error without the server's cause on it): pipelined with other tasks'
+    /// `execute`) run on the shared lane (default: on): pipelined with other tasks'
     /// one-shots on shared connections, without a checkout. Only statements that need
     /// no session qualify (what `Db` takes already); each is its own implicit
     /// transaction with its own `Sync`, so a failing one affects no other. Deadlines:
@@ -97,7 +97,7 @@ impl LaneOptions {
                 ),
             ));
         }
-        if !self.on.unwrap_or(false) || pgbouncer {
+        if !self.on.unwrap_or(true) || pgbouncer {
             return Ok(None);
         }
         Ok(Some(LanePlan {

@@ -153,7 +153,7 @@ impl Default for PoolConfig {
 /// | [`discard_prepared_on_return`](Self::discard_prepared_on_return) | false | drop the statement cache on every return |
 /// | [`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode) | false | statement handling that works through a transaction-mode pooler |
 /// | [`close_timeout`](Self::close_timeout) | 10 s | how long `close()` waits for connections in use |
-/// | [`shared_lane`](Self::shared_lane) | off | `Db` one-shots pipelined on shared connections, no checkout each |
+/// | [`shared_lane`](Self::shared_lane) | on | `Db` one-shots pipelined on shared connections, no checkout each |
 /// | [`shared_connections`](Self::shared_connections), [`shared_in_flight`](Self::shared_in_flight) | `max_size`, 128 | how many connections the lane may share, statements in flight on each |
 /// | [`replica`](Self::replica) | none | a streaming replica for the read side (`pool.read_db()`); once per replica |
 /// | [`max_replica_lag`](Self::max_replica_lag) | no bound | a replica further behind serves no reads |

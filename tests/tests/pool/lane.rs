@@ -269,10 +269,10 @@ async fn without_the_lane_one_shots_check_out() {
     let status = pool.status();
     assert!(status.lane.is_none());
     assert_eq!(status.counters.acquires, 10, "{status}");
-    // On the lane, a per-call deadline longer than the pool's, or none, checks out.
+    // A per-call deadline longer than the pool's, or none, also checks out; the lane is
+    // on by default.
     let pool = Pool::builder(_tdb.config())
         .statement_timeout(Duration::from_secs(1))
-        .shared_lane(true)
         .build()
         .unwrap();
     let mut db = pool.db();
@@ -359,7 +359,6 @@ async fn the_lane_takes_connections_through_the_hooks() {
     let pool = builder
         .max_size(2)
         .acquire_timeout(Duration::from_secs(3))
-        .shared_lane(true)
         .before_acquire(move |_conn| {
             // The first connection offered to anyone is refused.
             let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
@@ -453,7 +452,6 @@ async fn the_lanes_long_held_connections_are_not_reported_as_leaks() {
     let pool = builder
         .max_size(2)
         .leak_threshold(Duration::from_millis(200))
-        .shared_lane(true)
         .build()
         .unwrap();
     let mut db = pool.db();

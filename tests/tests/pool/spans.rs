@@ -87,7 +87,6 @@ async fn acquire_statement_and_transaction_spans_carry_otel_attributes() {
     let pool = builder
         .max_size(1)
         .trace_statement_text(true)
-        .shared_lane(true)
         .build()
         .unwrap();
     let mut db = pool.db();
