@@ -67,7 +67,9 @@ pub(super) async fn keeper(pool: Pool, lane: Weak<Lane>) {
             .lane(now.connections, now.in_flight);
         let idle = conn.in_flight.load(Ordering::Acquire) == 0;
         if conn.draining.load(Ordering::Acquire) {
-            if idle || conn.client.is_closed() {
+            // Not while an abandoned statement's cancel is on its way (`paused`): landing
+            // after the connection went back, it would cancel the next borrower's.
+            if (idle && !conn.paused.load(Ordering::Acquire)) || conn.client.is_closed() {
                 break;
             }
             continue;

@@ -181,13 +181,13 @@ impl Drop for Abandon<'_> {
 /// Cancels what `conn` runs and waits until it is quiet, then puts it back in service
 /// (or out, if it did not answer).
 async fn cancelled(lane: &Lane, conn: &Arc<SharedConn>, ctx: &Ctx) {
-    if cancel_and_drain(&conn.client, ctx).await {
-        conn.paused.store(false, Ordering::Release);
-    } else {
+    if !cancel_and_drain(&conn.client, ctx).await {
         lane.lost.fetch_add(1, Ordering::Relaxed);
         lane.retire(conn);
-        conn.paused.store(false, Ordering::Release);
     }
+    conn.paused.store(false, Ordering::Release);
+    // A keeper waiting to give the connection back may go on.
+    conn.wake.notify_one();
 }
 
 impl Lane {
