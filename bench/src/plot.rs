@@ -419,6 +419,82 @@ fn fairness_panels(results: &[GroupResult]) -> Vec<Panel> {
     panels
 }
 
+const ONESHOT_TICKS: [f64; 4] = [16.0, 64.0, 256.0, 1024.0];
+
+/// A measure a panel plots: its name, its axis, how to read it from a cell.
+type Measure = (&'static str, &'static str, fn(&Agg) -> f64);
+/// How a panel's axis labels its values.
+type Fmt = fn(f64) -> String;
+const MIXED_TICKS: [f64; 2] = [64.0, 256.0];
+
+/// One-shot `SELECT 1`: throughput and p99 per pool size, the lane against the
+/// checkout path, the peers and both raw limits.
+fn oneshot_panels(results: &[GroupResult]) -> Vec<Panel> {
+    // Drawn in this order: pool-core last, on top.
+    let mut imps = crate::ONESHOT_IMPLS.to_vec();
+    imps.rotate_left(1);
+    let keep =
+        |pool: usize| move |g: &GroupResult| g.scenario == Scenario::OneShot && g.spec.pool == pool;
+    let mut panels = Vec::new();
+    let metrics: [(Measure, Fmt); 2] = [
+        (("throughput", "statements/s", |a| a.throughput), rate_fmt),
+        (("p99 latency", "p99", |a| a.p99_ns), dur_fmt),
+    ];
+    for ((what, y_desc, y), y_fmt) in metrics {
+        for pool in POOLS {
+            let series = series_of(results, keep(pool), &imps, y);
+            if series.is_empty() {
+                continue;
+            }
+            let (lo, hi) = log_bounds(&series);
+            panels.push(Panel {
+                title: format!("{what}, pool {pool}"),
+                x_desc: "tasks",
+                y_desc,
+                x_range: (12.0, 1300.0),
+                x_ticks: &ONESHOT_TICKS,
+                y_scale: YScale::Log(lo, hi),
+                y_fmt,
+                legend: SeriesLabelPosition::UpperLeft,
+                series,
+            });
+        }
+    }
+    panels
+}
+
+/// The mixed cell (1 % `pg_sleep(0.05)`): the fast statements' p50 and p99.
+fn mixed_panels(results: &[GroupResult]) -> Vec<Panel> {
+    let mut imps = crate::MIXED_IMPLS.to_vec();
+    imps.rotate_left(1);
+    let keep = |g: &GroupResult| g.scenario == Scenario::Mixed;
+    let metrics: [Measure; 2] = [
+        ("fast statements' p50", "p50", |a| a.p50_ns),
+        ("fast statements' p99", "p99", |a| a.p99_ns),
+    ];
+    metrics
+        .into_iter()
+        .filter_map(|(what, y_desc, y)| {
+            let series = series_of(results, keep, &imps, y);
+            if series.is_empty() {
+                return None;
+            }
+            let (lo, hi) = log_bounds(&series);
+            Some(Panel {
+                title: format!("{what}, pool 4"),
+                x_desc: "tasks",
+                y_desc,
+                x_range: (50.0, 330.0),
+                x_ticks: &MIXED_TICKS,
+                y_scale: YScale::Log(lo, hi),
+                y_fmt: dur_fmt,
+                legend: SeriesLabelPosition::UpperLeft,
+                series,
+            })
+        })
+        .collect()
+}
+
 /// Draws every figure into `dir`; returns the files written.
 pub(crate) fn all(results: &[GroupResult], dir: &Path) -> Result<Vec<String>, String> {
     font()?;
@@ -443,6 +519,16 @@ pub(crate) fn all(results: &[GroupResult], dir: &Path) -> Result<Vec<String>, St
             "fairness",
             "Fairness under oversubscription (Jain: higher is better; oldest ÷ Little: lower is better)",
             fairness_panels(results),
+        ),
+        (
+            "oneshot",
+            "One-shot SELECT 1 without a checkout of its own (the lane) and with one, 2 threads",
+            oneshot_panels(results),
+        ),
+        (
+            "mixed",
+            "One-shots of which 1 % are pg_sleep(0.05): the fast ones' latency (lower is better)",
+            mixed_panels(results),
         ),
     ];
     for (name, title, panels) in figures {

@@ -839,6 +839,7 @@ pub(crate) fn markdown(
              `prepare_cached`, bb8)."
         );
         oneshot_table(&mut out, results);
+        let _ = writeln!(out, "\n![one-shot SELECT 1](oneshot.svg)\n");
     }
     if results.iter().any(|g| g.scenario == Scenario::Mixed) {
         let _ = writeln!(
@@ -853,6 +854,7 @@ pub(crate) fn markdown(
              checkout path in the same cell."
         );
         mixed_table(&mut out, results);
+        let _ = writeln!(out, "\n![mixed one-shots](mixed.svg)\n");
     }
 
     let _ = writeln!(out, "\n## Fairness under oversubscription\n");
