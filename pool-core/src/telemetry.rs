@@ -196,7 +196,7 @@ mod imp {
     struct Sites {
         keys: [AtomicUsize; SITES],
         sites: [OnceLock<Site>; SITES],
-        holds: Box<[Holds]>,
+        holds: Box<[Holds; SITES]>,
         /// Sites beyond the table's capacity (`code.site` = `other`).
         overflow: Holds,
         /// The recorder's instruments of each site and of the overflow (last).
@@ -208,7 +208,7 @@ mod imp {
             Sites {
                 keys: std::array::from_fn(|_| AtomicUsize::new(0)),
                 sites: std::array::from_fn(|_| OnceLock::new()),
-                holds: (0..SITES).map(|_| Holds::new()).collect(),
+                holds: Box::new(std::array::from_fn(|_| Holds::new())),
                 overflow: Holds::new(),
                 handles: Mutex::new((0..=SITES).map(|_| None).collect()),
             }
@@ -218,7 +218,9 @@ mod imp {
         #[inline]
         fn of(&self, site: Site) -> &Holds {
             let key = std::ptr::from_ref(site.0) as usize;
-            let start = (key >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+            // `Location`s are 8-aligned and a few words apart: their addresses' low bits
+            // spread them well enough.
+            let start = key >> 3;
             for step in 0..SITES {
                 let slot = (start + step) % SITES;
                 match self.keys[slot].load(Acquire) {
@@ -466,11 +468,10 @@ mod imp {
                 .record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
         }
 
-        /// A connection checked out at `site` came back after `held`.
+        /// A connection checked out at `site` came back after `held_nanos`.
         #[inline]
-        pub(crate) fn used(&self, held: Duration, site: Site) {
-            let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
-            self.hold.of(site).record(nanos);
+        pub(crate) fn used(&self, held_nanos: u64, site: Site) {
+            self.hold.of(site).record(held_nanos);
         }
 
         pub(crate) fn discarded(&self, reason: DiscardReason) {
@@ -526,7 +527,7 @@ mod imp {
         #[inline(always)]
         pub(crate) fn waited(&self, _took: Duration) {}
         #[inline(always)]
-        pub(crate) fn used(&self, _held: Duration, _site: Site) {}
+        pub(crate) fn used(&self, _held_nanos: u64, _site: Site) {}
         #[inline(always)]
         pub(crate) fn discarded(&self, _reason: DiscardReason) {}
         #[inline(always)]
@@ -569,6 +570,8 @@ mod tests {
         }
         assert_eq!(bucket_of(0), 0);
         assert_eq!(bucket_of(u64::MAX), 79);
+        assert_eq!(bucket_of(4), 4);
+        assert_eq!(bucket_of(6), 5);
         assert!(bucket_of(1_400) < bucket_of(1_600));
     }
 }

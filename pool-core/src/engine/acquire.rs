@@ -243,9 +243,18 @@ pub(super) fn may_check_out(shared: &Shared, st: &State, task: TaskKey, site: Si
     if policy == NestedCheckout::Allow || !shared.config.bookkeeping {
         return Ok(());
     }
-    let Some(first) = st.holders.held_by(task) else {
-        return Ok(());
-    };
+    match st.holders.held_by(task) {
+        None => Ok(()),
+        Some(first) => nested(shared, task, first, site),
+    }
+}
+
+/// A task that holds `first` asks for another connection at `site`: refused or warned
+/// about, per the policy. Out of line, so the checkout path keeps its registers.
+#[cold]
+#[inline(never)]
+fn nested(shared: &Shared, task: TaskKey, first: Site, site: Site) -> Result<()> {
+    let policy = shared.config.nested_checkout;
     AtomicCounters::bump(&shared.ctx.counters.nested_checkouts);
     shared.ctx.telemetry.nested_refused();
     match policy {

@@ -25,8 +25,8 @@ impl Shared {
     ) {
         let now = Instant::now();
         let held = now.saturating_duration_since(since);
-        self.ctx.telemetry.used(held, site);
         let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        self.ctx.telemetry.used(nanos, site);
         self.ctx
             .counters
             .use_nanos
