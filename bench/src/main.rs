@@ -27,6 +27,7 @@ mod bulk;
 mod growth;
 mod impls;
 mod macros;
+mod pgbench;
 mod pipeline;
 mod plot;
 mod report;
@@ -309,7 +310,7 @@ fn usage() -> ! {
         .chain(macros::Variant::ALL.map(macros::Variant::key))
         .collect();
     eprintln!(
-        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,oneshot,mixed,bookkeeping,macros,growth,bulk,pipeline] [--filter TEXT]\n       \
+        "usage: bench [--quick] [--out DIR] [--only checkout,yield,select1,oneshot,mixed,bookkeeping,macros,growth,bulk,pipeline,pgbench] [--filter TEXT]\n       \
          bench --plot-faults DIR\n       \
          bench --callgrind IMPL [--iters N] [--op checkout|yield|select1|held-select1] [--pool P] [--tasks T]\n       \
          (IMPL: {})",
@@ -524,6 +525,15 @@ fn main() {
     } else {
         String::new()
     };
+    // pgbench's workloads: in a full run, or when asked for (not in --quick: its
+    // tables take a few seconds to make and its 84 cells minutes to run).
+    let wanted_pgbench = (!plan.quick && args.only.is_empty() && args.filter.is_none())
+        || args.only.iter().any(|o| o == "pgbench");
+    let (pgbench_section, pgbench_summary) = if wanted_pgbench {
+        pgbench::run(&plan, &url, &config)
+    } else {
+        (String::new(), None)
+    };
     let load_after = report::loadavg();
     let elapsed = started.elapsed();
     let machine =
@@ -533,6 +543,7 @@ fn main() {
     markdown.push_str(&growth_section);
     markdown.push_str(&bulk_section);
     markdown.push_str(&pipeline_section);
+    markdown.push_str(&pgbench_section);
     std::fs::create_dir_all(&args.out).unwrap();
     std::fs::write(args.out.join("results.md"), &markdown).unwrap();
     std::fs::write(
@@ -552,7 +563,14 @@ fn main() {
         args.out.join("results.md").display(),
         elapsed.as_secs_f64()
     );
-    println!("{}", summary.line());
+    let mut line = summary.line();
+    if let Some(p) = pgbench_summary {
+        line.push_str(&format!(
+            " pgbench_select_vs_best_peer={:.3} pgbench_tpcb_vs_best_peer={:.3} pgbench_select_vs_raw={:.3}",
+            p.select_vs_best_peer, p.tpcb_vs_best_peer, p.select_vs_raw
+        ));
+    }
+    println!("{line}");
 }
 
 /// What `--callgrind` runs.
