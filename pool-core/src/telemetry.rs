@@ -107,7 +107,8 @@ mod imp {
         }
     }
 
-    /// One checkout site's holds since the last flush: their total and their histogram
+    /// One checkout site's holds: their total since the pool began (summed over the
+    /// sites, the pool's `use_time` counter) and their histogram since the last flush
     /// (which also counts them, and merged over the sites is `use_time`). Two atomic adds
     /// per give-back.
     struct Holds {
@@ -141,6 +142,8 @@ mod imp {
         checkouts: Counter,
         /// Nanoseconds not yet handed over (the counter counts whole microseconds).
         carry: u64,
+        /// The site's total at the last flush.
+        flushed: u64,
     }
 
     impl SiteHandles {
@@ -158,12 +161,17 @@ mod imp {
                 hold_time: metrics::counter!("pool_core.connection.hold_time", labels.iter()),
                 checkouts: metrics::counter!("pool_core.connection.checkouts", labels.iter()),
                 carry: 0,
+                flushed: 0,
             }
         }
 
         /// Hands over `holds`, adding their histogram to `uses`.
         fn flush(&mut self, holds: &Holds, uses: &mut [u64; BUCKETS]) {
-            let nanos = holds.nanos.swap(0, Relaxed) + self.carry;
+            // The site's total only grows (it is also the pool's `use_time`): hand over
+            // what came since the last flush.
+            let total = holds.nanos.load(Relaxed);
+            let nanos = total.wrapping_sub(self.flushed) + self.carry;
+            self.flushed = total;
             self.carry = nanos % 1_000;
             self.hold_time.increment(nanos / 1_000);
             self.checkouts.increment(holds.buckets.drain(uses));
@@ -171,13 +179,15 @@ mod imp {
     }
 
     /// The bucket of a duration: two per octave.
+    /// The lowest bit is set first, so that 0 has an octave: 2 ns falls in the bucket of
+    /// 3 ns (nothing that short is timed). No branch on the way.
     #[inline]
     pub(super) fn bucket_of(nanos: u64) -> usize {
-        if nanos < 2 {
-            return 0;
-        }
-        let octave = 63 - nanos.leading_zeros() as usize;
-        let upper_half = ((nanos >> (octave - 1)) & 1) as usize;
+        let n = nanos | 1;
+        let octave = 63 - n.leading_zeros() as usize;
+        // The bit below the top one, found one place up so that octave 0 needs no shift
+        // by -1.
+        let upper_half = (((n << 1) >> octave) & 1) as usize;
         (octave * 2 + upper_half).min(BUCKETS - 1)
     }
 
@@ -474,6 +484,13 @@ mod imp {
             self.hold.of(site).record(held_nanos);
         }
 
+        /// The time connections were held, over the pool's life: the sites' totals (the
+        /// pool's `use_time` counter, which is not kept twice).
+        pub(crate) fn use_nanos(&self) -> Option<u64> {
+            let sites = self.hold.holds.iter().chain([&self.hold.overflow]);
+            Some(sites.fold(0_u64, |sum, h| sum.wrapping_add(h.nanos.load(Relaxed))))
+        }
+
         pub(crate) fn discarded(&self, reason: DiscardReason) {
             if let Some(c) = self.discards.get(reason.index()) {
                 c.increment(1);
@@ -529,6 +546,10 @@ mod imp {
         #[inline(always)]
         pub(crate) fn used(&self, _held_nanos: u64, _site: Site) {}
         #[inline(always)]
+        pub(crate) fn use_nanos(&self) -> Option<u64> {
+            None
+        }
+        #[inline(always)]
         pub(crate) fn discarded(&self, _reason: DiscardReason) {}
         #[inline(always)]
         pub(crate) fn nested_refused(&self) {}
@@ -550,8 +571,7 @@ mod tests {
     #[test]
     fn buckets_are_two_per_octave_and_midpoints_fall_inside() {
         for nanos in [
-            2u64,
-            3,
+            3u64,
             5,
             100,
             1_000,
@@ -568,7 +588,8 @@ mod tests {
                 "{nanos} ns -> bucket midpoint {mid} ns"
             );
         }
-        assert_eq!(bucket_of(0), 0);
+        assert_eq!((bucket_of(0), bucket_of(1)), (0, 0));
+        assert_eq!((bucket_of(2), bucket_of(3)), (3, 3));
         assert_eq!(bucket_of(u64::MAX), 79);
         assert_eq!(bucket_of(4), 4);
         assert_eq!(bucket_of(6), 5);

@@ -27,6 +27,8 @@ impl Shared {
         let held = now.saturating_duration_since(since);
         let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         self.ctx.telemetry.used(nanos, site);
+        // With metrics the sites' totals are the counter (`Telemetry::use_nanos`).
+        #[cfg(not(feature = "metrics"))]
         self.ctx
             .counters
             .use_nanos

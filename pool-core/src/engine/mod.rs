@@ -161,6 +161,16 @@ impl Shared {
         self.status_locked(&self.lock())
     }
 
+    /// The counters now; with metrics, `use_time` is the sites' hold totals, which the
+    /// metrics keep anyway.
+    fn counters(&self) -> crate::status::Counters {
+        let mut counters = self.ctx.counters.snapshot();
+        if let Some(nanos) = self.ctx.telemetry.use_nanos() {
+            counters.use_time = Duration::from_nanos(nanos);
+        }
+        counters
+    }
+
     fn status_locked(&self, st: &State) -> Status {
         let (size, idle, connecting) = (st.slots.size(), st.idle.len(), st.slots.connecting());
         Status {
@@ -171,7 +181,7 @@ impl Shared {
             waiting: st.queue.waiting(),
             max_size: st.slots.max(),
             closed: st.closed,
-            counters: self.ctx.counters.snapshot(),
+            counters: self.counters(),
             lane: None,
         }
     }
