@@ -382,7 +382,11 @@ pub(super) fn received(
     if lease.conn.is_broken() {
         return broken_handoff(shared, lease, task, site, started).map(Err);
     }
-    AtomicCounters::bump(&shared.ctx.counters.acquires);
+    // With a `before_acquire` hook the checkout counts once the hook has passed it (a
+    // refused hand-over, then another connection, is one checkout).
+    if shared.ctx.config.before_acquire.is_none() {
+        AtomicCounters::bump(&shared.ctx.counters.acquires);
+    }
     Ok(Ok(lease))
 }
 

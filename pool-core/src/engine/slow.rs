@@ -143,6 +143,8 @@ async fn acquire_loop(
                 if let Some(lease) = held.lease.as_mut()
                     && before_acquire(shared, &mut lease.conn).await
                 {
+                    // Counted here, not when handed over (see `received`).
+                    AtomicCounters::bump(&shared.ctx.counters.acquires);
                     return held.lease.take().ok_or(Error::Closed);
                 }
                 if let Some(lease) = held.lease.take() {
