@@ -92,7 +92,9 @@ impl Listener {
     }
 
     /// The next notification, or [`ListenerEvent::Reconnected`] after the connection was
-    /// lost and restored. Fails only when the pool is closed.
+    /// lost and restored. Fails only when the pool is closed: then, also while waiting,
+    /// with [`Error::Closed`], and the listener's connection is closed (`Pool::close`
+    /// does not wait for it).
     ///
     /// Cancellation: safe; a notification is never lost by dropping this future (a
     /// reconnect under way starts again at the next call).
@@ -101,7 +103,14 @@ impl Listener {
             if let Some(n) = conn.try_notification() {
                 return Ok(ListenerEvent::Notification(n));
             }
-            match conn.notification().await {
+            let got = tokio::select! {
+                got = conn.notification() => got,
+                () = self.shared.closing() => {
+                    self.conn = None;
+                    return Err(Error::Closed);
+                }
+            };
+            match got {
                 Ok(n) => return Ok(ListenerEvent::Notification(n)),
                 Err(e) => {
                     tracing::debug!(target: "pool_core", error = %e, "listener connection lost; reconnecting");

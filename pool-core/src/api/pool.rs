@@ -154,7 +154,9 @@ impl Pool {
     /// Closes the pool: new acquires fail with [`Error::Closed`](crate::Error::Closed),
     /// waiters are woken with it, idle connections are closed, and connections in use
     /// are closed as they come back. Waits for them up to `close_timeout`, then returns
-    /// regardless (logging who still holds connections).
+    /// regardless (logging who still holds connections). Listeners are not waited for:
+    /// one waiting in [`Listener::next`](crate::Listener::next) gets `Error::Closed` and
+    /// closes its connection; another closes it when dropped.
     ///
     /// If the future is dropped, the pool is still closed; only the waiting stops.
     pub async fn close(&self) {

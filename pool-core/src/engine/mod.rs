@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     maintenance_started: AtomicBool,
     /// Signalled whenever the pool shrinks after `close()`.
     shrunk: Notify,
+    /// Signalled once, when `close()` begins: listeners close their connections.
+    closing: Notify,
     /// Signalled when a connect succeeds after failures, waking tasks in backoff.
     connect_gate: Notify,
     /// Wakes the deadline sweeper (see `sweeper::arm_sweeper`).
@@ -109,6 +111,7 @@ impl Shared {
             state: Mutex::new(state),
             maintenance_started: AtomicBool::new(false),
             shrunk: Notify::new(),
+            closing: Notify::new(),
             connect_gate: Notify::new(),
             sweep: Arc::new(Notify::new()),
             hold: demand::HoldTime::default(),
@@ -238,6 +241,7 @@ impl Shared {
             let mut st = self.lock();
             st.closed = true;
             self.closed.store(true, Ordering::Release);
+            self.closing.notify_waiters();
             let mut trash = st.queue.fail_all(|| Error::Closed);
             trash.extend(st.idle.drain());
             st.slots.lost(trash.len());
@@ -253,14 +257,16 @@ impl Shared {
         self.publish_metrics();
     }
 
-    /// Waits up to `close_timeout` for the connections in use to come back.
+    /// Waits up to `close_timeout` for the connections in use to come back. Listeners'
+    /// connections are not waited for: a listener closes its own when it sees the pool
+    /// closing (in `next`), or when it is dropped.
     async fn wait_closed(&self) {
         let deadline = Instant::now() + self.config.close_timeout;
         loop {
             let notified = self.shrunk.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().slots.size() == 0 {
+            if self.lock().slots.pooled() == 0 {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -367,7 +373,7 @@ impl Shared {
                     }
                 }
             }
-            st.slots.reserve();
+            st.slots.reserve_dedicated();
             trash
         };
         drop(trash);
@@ -391,8 +397,20 @@ impl Shared {
     /// Gives back a dedicated slot (its connection is dropped by the caller).
     pub(crate) fn release_dedicated(self: &Arc<Self>) {
         let mut st = self.lock();
-        st.slots.lost(1);
+        st.slots.release_dedicated();
         self.after_shrink(&mut st);
+    }
+
+    /// Resolves once the pool is closing (at once if it is closed already): a listener
+    /// then closes its connection.
+    pub(crate) async fn closing(&self) {
+        let notified = self.closing.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
     }
 
     /// Accounts for `n` connections retired (closed by resize or drain; drop them after

@@ -6,6 +6,8 @@
 pub(super) struct Slots {
     /// Connections open or being opened.
     size: usize,
+    /// Held by listeners (`reserve`d dedicated slots), counted in `size`.
+    dedicated: usize,
     /// Being opened by a connect task.
     connecting: usize,
     /// The most connections the pool may hold.
@@ -16,6 +18,7 @@ impl Slots {
     pub(super) fn new(max: usize) -> Slots {
         Slots {
             size: 0,
+            dedicated: 0,
             connecting: 0,
             max,
         }
@@ -56,6 +59,24 @@ impl Slots {
     /// Reserves a slot for a connection opened directly (`Pool::connect`).
     pub(super) fn reserve(&mut self) {
         self.size += 1;
+    }
+
+    /// Reserves a slot for a listener's connection of its own.
+    pub(super) fn reserve_dedicated(&mut self) {
+        self.size += 1;
+        self.dedicated += 1;
+    }
+
+    /// A listener's slot given back.
+    pub(super) fn release_dedicated(&mut self) {
+        self.size -= 1;
+        self.dedicated -= 1;
+    }
+
+    /// Connections open or being opened for borrowers: all but the dedicated ones.
+    #[inline]
+    pub(super) fn pooled(&self) -> usize {
+        self.size - self.dedicated
     }
 
     /// Reserves a slot for a connect task.

@@ -77,3 +77,51 @@ async fn a_listener_survives_its_backend_and_listens_again() {
         "the listener's slot was not given back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_pool_ends_its_listeners_without_waiting_for_them() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.connect().await;
+    // Far longer than the hang guard below: close() must not wait for listeners.
+    let pool = builder
+        .max_size(2)
+        .close_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    // One listener waiting for a notification, one nobody polls.
+    let mut waiting = pool.listener().await.unwrap();
+    waiting.listen("jobs").await.unwrap();
+    let idle = pool.listener().await.unwrap();
+    let (waiting_pid, idle_pid) = (waiting.backend_pid().unwrap(), idle.backend_pid().unwrap());
+    let waiter = tokio::spawn(async move {
+        let got = waiting.next().await;
+        (got, waiting)
+    });
+    tokio::time::timeout(Duration::from_secs(30), pool.close())
+        .await
+        .expect("close() waited for the listeners");
+    let (got, waiting) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiting listener did not see the pool close")
+        .unwrap();
+    assert!(matches!(got, Err(pool_core::Error::Closed)), "{got:?}");
+    // Its connection is closed on the server; the unpolled one goes when dropped.
+    assert!(waiting.backend_pid().is_none());
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || async {
+            backend_state(&admin, waiting_pid).await.is_none()
+        })
+        .await,
+        "the waiting listener's backend is still there"
+    );
+    assert!(backend_state(&admin, idle_pid).await.is_some());
+    drop(idle);
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || async {
+            backend_state(&admin, idle_pid).await.is_none()
+        })
+        .await
+    );
+    drop(waiting);
+    assert_eq!(pool.status().size, 0);
+}
