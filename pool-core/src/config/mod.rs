@@ -35,7 +35,7 @@ use ssl::{SslOptions, TlsChoice, take_ssl_options};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NestedCheckout {
-    /// Refuse at once with [`Error::NestedCheckout`] naming both call sites (default).
+    /// Refuse at once with [`Error::NestedCheckout`](crate::Error::NestedCheckout) naming both call sites (default).
     #[default]
     Error,
     /// Log a warning with both call sites and hand the connection out anyway.
@@ -273,7 +273,7 @@ impl Builder {
     }
 
     /// At most this many tasks wait for a connection; more fail at once with
-    /// [`Error::TooManyWaiters`]. `None`: unbounded.
+    /// [`Error::TooManyWaiters`](crate::Error::TooManyWaiters). `None`: unbounded.
     pub fn max_waiting(mut self, n: impl Into<Option<usize>>) -> Self {
         self.pool.max_waiting = n.into();
         self
