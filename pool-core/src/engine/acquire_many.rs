@@ -82,24 +82,108 @@ pub(crate) async fn acquire_many(
             }
         }
         if got.len() == n {
-            let set = register_all(shared, &mut st, got, task, site, started);
-            drop(st);
-            drop(trash);
-            return Ok((set, started));
-        }
-        if let Err(e) = check_room_to_wait(shared, &st) {
-            for conn in got {
-                st.hand_off(conn, started);
+            Gathered::Now(got)
+        } else {
+            if let Err(e) = check_room_to_wait(shared, &st) {
+                for conn in got {
+                    st.hand_off(conn, started);
+                }
+                return Err(e);
             }
-            return Err(e);
+            AtomicCounters::bump(&shared.ctx.counters.waits);
+            Gathered::Waiting(enqueue_with(shared, &mut st, n, false, got, started))
         }
-        enqueue_with(shared, &mut st, n, false, got, started)
     };
     drop(trash);
-    let mut waiting = waiting;
     let deadline = started + shared.acquire_timeout();
-    AtomicCounters::bump(&shared.ctx.counters.waits);
-    let conns = loop {
+    let mut set = Set {
+        shared: Arc::clone(shared),
+        conns: match waiting {
+            Gathered::Now(conns) => conns,
+            Gathered::Waiting(waiting) => wait_for_set(shared, n, waiting, deadline).await?,
+        },
+    };
+    // The `before_acquire` hook looks at each once; a set with one refused goes back to
+    // the head of the queue for a replacement, holding none of the others meanwhile.
+    let mut passed = Vec::new();
+    loop {
+        let screened =
+            tokio::time::timeout_at(deadline, screen(shared, &mut set.conns, &mut passed)).await;
+        match screened {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                drop(set);
+                AtomicCounters::bump(&shared.ctx.counters.timeouts);
+                shared.ctx.telemetry.timed_out(1);
+                return Err(acquire_timeout_error(shared));
+            }
+        }
+        let alive = std::mem::take(&mut set.conns);
+        let waiting = requeue_set(shared, n, alive)?;
+        set.conns = wait_for_set(shared, n, waiting, deadline).await?;
+    }
+    let now = Instant::now();
+    let conns = std::mem::take(&mut set.conns);
+    let mut st = shared.lock();
+    let registered = register_all(shared, &mut st, conns, task, site, now);
+    drop(st);
+    Ok((registered, now))
+}
+
+/// A set's connections right away, or its place in the queue.
+enum Gathered {
+    Now(Vec<Box<Conn>>),
+    Waiting(WaitingMany),
+}
+
+/// Connections of a set not yet handed out: checked back in if the acquire is abandoned
+/// (while the hook looks at them, say).
+struct Set {
+    shared: Arc<Shared>,
+    conns: Vec<Box<Conn>>,
+}
+
+impl Drop for Set {
+    fn drop(&mut self) {
+        for conn in self.conns.drain(..) {
+            self.shared.checkin(conn, None);
+        }
+    }
+}
+
+/// Runs the `before_acquire` hook on each connection of a set not in `passed` (by id),
+/// adding the ones it passes there; discards the ones it refuses (their discard counted
+/// by the check). Returns how many it refused.
+async fn screen(shared: &Arc<Shared>, conns: &mut Vec<Box<Conn>>, passed: &mut Vec<u64>) -> usize {
+    let Some(hook) = shared.ctx.config.before_acquire.clone() else {
+        return 0;
+    };
+    let mut refused = 0;
+    let mut i = 0;
+    while i < conns.len() {
+        if passed.contains(&conns[i].id()) {
+            i += 1;
+        } else if conns[i].passes(&hook, "before_acquire").await {
+            passed.push(conns[i].id());
+            i += 1;
+        } else {
+            shared.discard_counted(conns.swap_remove(i));
+            refused += 1;
+        }
+    }
+    refused
+}
+
+/// Waits until the queue hands the set over whole, living; a set with dead connections
+/// is sent back to the head of the queue without them.
+async fn wait_for_set(
+    shared: &Arc<Shared>,
+    n: usize,
+    mut waiting: WaitingMany,
+    deadline: Instant,
+) -> Result<Vec<Box<Conn>>> {
+    loop {
         let res = tokio::time::timeout_at(deadline, &mut waiting.rx).await;
         let conns = match res {
             Ok(Ok(handoff)) => {
@@ -118,33 +202,33 @@ pub(crate) async fn acquire_many(
             }
         };
         if conns.iter().all(|c| !c.is_broken()) {
-            break conns;
+            return Ok(conns);
         }
         // Some died while the set was gathered. Never hold the rest while waiting for
-        // replacements: close the dead ones, then, under one lock, go back to the head
-        // of the queue and give the living ones back — straight into this task's own
-        // entry — and wait for the set again.
+        // replacements: close the dead ones, then go back to the head of the queue and
+        // give the living ones back, straight into this task's own entry.
         let (alive, dead): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| !c.is_broken());
         for conn in dead {
             shared.discard(conn, DiscardReason::Broken);
         }
-        let now = Instant::now();
-        let mut st = shared.lock();
-        if st.closed {
-            st.slots.lost(alive.len());
-            for _ in &alive {
-                shared.ctx.discard(DiscardReason::Closed);
-            }
-            shared.after_shrink(&mut st);
-            return Err(Error::Closed);
-        }
-        waiting = enqueue_with(shared, &mut st, n, true, alive, now);
-    };
+        waiting = requeue_set(shared, n, alive)?;
+    }
+}
+
+/// Under one lock: back to the head of the queue for `n`, with `alive` given straight
+/// to this entry (or closed, with the pool).
+fn requeue_set(shared: &Arc<Shared>, n: usize, alive: Vec<Box<Conn>>) -> Result<WaitingMany> {
     let now = Instant::now();
     let mut st = shared.lock();
-    let set = register_all(shared, &mut st, conns, task, site, now);
-    drop(st);
-    Ok((set, now))
+    if st.closed {
+        st.slots.lost(alive.len());
+        for _ in &alive {
+            shared.ctx.discard(DiscardReason::Closed);
+        }
+        shared.after_shrink(&mut st);
+        return Err(Error::Closed);
+    }
+    Ok(enqueue_with(shared, &mut st, n, true, alive, now))
 }
 
 /// Joins the queue for `n` connections (at its head when `front`), starts the connects

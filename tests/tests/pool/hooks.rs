@@ -55,6 +55,54 @@ async fn before_acquire_may_reject_and_another_connection_is_handed_out() {
 }
 
 #[tokio::test]
+async fn acquire_many_puts_every_connection_of_the_set_through_before_acquire() {
+    let (tdb, builder) = setup().await;
+    let admin = tdb.connect().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let pool = builder
+        .max_size(3)
+        .min_idle(3)
+        .before_acquire(move |_conn| {
+            // The second connection looked at is refused.
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Ok(n != 1) })
+        })
+        .build()
+        .unwrap();
+    // Three idle connections first: the set is taken from the idle list at once.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pool.status().idle == 3
+        })
+        .await,
+        "{}",
+        pool.status()
+    );
+    let before: Vec<i32> = backends(&admin, tdb.name())
+        .await
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    let mut db = pool.db();
+    let mut set = db.acquire_many(3).await.unwrap();
+    let pids: Vec<i32> = set.iter_mut().map(|c| c.backend_pid()).collect();
+    // Three looked at, one refused and replaced by a new connection, which was looked at
+    // too.
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let status = pool.status();
+    assert_eq!(status.counters.discarded_rejected, 1, "{status}");
+    assert_eq!(status.counters.acquires, 3, "{status}");
+    assert_eq!(
+        pids.iter().filter(|p| before.contains(p)).count(),
+        2,
+        "{pids:?} {before:?}"
+    );
+    drop(set);
+    no_leak(&pool, &tdb).await;
+}
+
+#[tokio::test]
 async fn a_connection_handed_to_a_waiter_goes_through_before_acquire() {
     let (tdb, builder) = setup().await;
     let calls = Arc::new(AtomicUsize::new(0));
