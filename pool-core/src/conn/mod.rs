@@ -20,6 +20,7 @@ mod guard;
 mod hosts;
 mod ident;
 mod open;
+mod outcome;
 mod pipeline;
 mod reset;
 mod settings;
