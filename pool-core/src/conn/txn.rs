@@ -24,10 +24,11 @@ pub(crate) struct TxState {
     /// The depth at which a statement failed inside the transaction (it is then aborted
     /// on the server until rolled back to that depth or above).
     aborted_at: Option<u32>,
-    /// A statement in this transaction failed with a serialization failure or a
-    /// deadlock: running the whole transaction again may succeed. Known here whatever
-    /// error type the caller turned the failure into.
-    retryable: bool,
+    /// The depth at which a statement of this transaction failed with a serialization
+    /// failure or a deadlock: running the whole transaction again may succeed. Known
+    /// here whatever error type the caller turned the failure into; forgotten when the
+    /// savepoint it failed in is rolled back (the body handled it).
+    retryable_at: Option<u32>,
     /// A statement in this transaction may have written (read-your-writes records the
     /// commit).
     wrote: bool,
@@ -67,7 +68,8 @@ impl TxState {
         if self.depth > 0 {
             self.mark_aborted();
             if matches!(sqlstate, "40001" | "40P01") {
-                self.retryable = true;
+                self.retryable_at =
+                    Some(self.retryable_at.map_or(self.depth, |d| d.min(self.depth)));
             }
         }
     }
@@ -75,7 +77,7 @@ impl TxState {
     /// Whether a statement of the current transaction failed with a serialization
     /// failure or a deadlock.
     pub(crate) fn failed_retryably(&self) -> bool {
-        self.depth > 0 && self.retryable
+        self.depth > 0 && self.retryable_at.is_some()
     }
 
     /// The savepoints above `depth` are gone: failures inside them no longer count.
@@ -83,6 +85,9 @@ impl TxState {
         self.depth = depth;
         if self.aborted_at.is_some_and(|a| a > depth) {
             self.aborted_at = None;
+        }
+        if self.retryable_at.is_some_and(|a| a > depth) {
+            self.retryable_at = None;
         }
     }
 
@@ -112,7 +117,7 @@ impl TxState {
                 self.depth = 1;
                 self.epoch += 1;
                 self.aborted_at = None;
-                self.retryable = false;
+                self.retryable_at = None;
                 self.wrote = false;
             }
             (Control::Begin(_), false) => self.unwind_to(0),

@@ -117,6 +117,38 @@ async fn gives_up_after_n_retries_and_never_retries_other_errors() {
     );
 }
 
+#[transactional(retry = 5, backoff_ms = 1)]
+async fn conflict_handled_in_a_savepoint(tx: &mut Tx, attempts: &AtomicU32) -> Result<(), Error> {
+    attempts.fetch_add(1, Ordering::Relaxed);
+    // A deadlock inside a savepoint, rolled back there: the body carries on.
+    let mut sp = tx.savepoint().await?;
+    let handled = sp
+        .batch_execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40P01'; END $$")
+        .await;
+    assert!(handled.is_err());
+    sp.rollback().await?;
+    // Then an error that a rerun cannot cure.
+    tx.batch_execute("SELECT 1/0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conflict_rolled_back_in_a_savepoint_does_not_make_a_later_error_retryable() {
+    let (_tdb, builder) = setup().await;
+    let pool = builder.max_size(1).build().unwrap();
+    let mut db = pool.db();
+    let attempts = AtomicU32::new(0);
+    let err = conflict_handled_in_a_savepoint(&mut db, &attempts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22012"), "{err}");
+    assert_eq!(
+        attempts.load(Ordering::Relaxed),
+        1,
+        "a division by zero was retried because of a deadlock the body had handled"
+    );
+}
+
 /// The check also sees through user error types and anyhow-style errors.
 #[derive(Debug)]
 struct Wrapped(Error);
