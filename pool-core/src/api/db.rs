@@ -5,6 +5,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pool_sql::Classification;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -15,7 +16,7 @@ use crate::status::Site;
 use crate::stmt::{OneShotSql, SqlParts, StatementFuture, call_timeout};
 
 use super::acquire::Acquire;
-use super::lane::Lane;
+use super::lane::{How, Lane};
 use super::pool::Pool;
 use super::pooled::ConnSet;
 
@@ -106,15 +107,28 @@ impl Db {
         StatementFuture::new(async move {
             let parts = statement.__parts();
             // The lane checks placement itself (from its statement cache when it can).
-            if let Some((lane, deadline)) = self.lane() {
+            if let Some((lane, deadline, how)) = self.lane(&parts) {
                 return lane
-                    .run(&self.pool.shared, &parts, params, Step::Query, deadline)
+                    .run(
+                        &self.pool.shared,
+                        &parts,
+                        params,
+                        Step::Query,
+                        deadline,
+                        how,
+                    )
                     .await
                     .map(Pipelined::into_rows);
             }
             refuse_early(&parts)?;
+            let learner = self.learner(&parts);
             let mut conn = Acquire::new(self, site).await?;
-            conn.rows(parts, params, Place::Db).await
+            let text = parts.text;
+            let rows = conn.rows(parts, params, Place::Db).await;
+            if let Some((lane, class)) = learner {
+                lane.learn(text, class, &conn);
+            }
+            rows
         })
     }
 
@@ -122,7 +136,10 @@ impl Db {
     /// it: the lane is on, and the call's deadline (if it set one) is no longer than the
     /// pool's `statement_timeout`, which the server enforces on a shared connection (the
     /// client's deadline is a backstop for a connection that stopped answering).
-    fn lane(&self) -> Option<(&Arc<Lane>, Option<Duration>)> {
+    ///
+    /// Behind a pooler, a statement whose parameter types the lane has not learned yet
+    /// checks out this once (see [`Db::learner`]).
+    fn lane(&self, parts: &SqlParts<'_>) -> Option<(&Arc<Lane>, Option<Duration>, How)> {
         let lane = self.pool.lane.as_ref()?;
         let pool_deadline = self.pool.shared.ctx.config.statement_timeout;
         let deadline = match call_timeout() {
@@ -132,7 +149,15 @@ impl Db {
             Some(Some(d)) if pool_deadline.is_some_and(|p| d > p) => return None,
             Some(Some(d)) => Some(d),
         };
-        Some((lane, deadline))
+        Some((lane, deadline, lane.how(parts.text)?))
+    }
+
+    /// Behind a pooler, the lane that learns a statement's parameter types from this
+    /// one-shot's checkout, with the statement's classification.
+    fn learner(&self, parts: &SqlParts<'_>) -> Option<(Arc<Lane>, Classification)> {
+        let lane = self.pool.lane.as_ref().filter(|lane| lane.learns())?;
+        let class = placement(parts, Place::Db, false).ok()?;
+        Some((Arc::clone(lane), class))
     }
 
     /// One-shot: runs a statement that returns exactly one row.
@@ -173,15 +198,28 @@ impl Db {
         let site = Location::caller();
         StatementFuture::new(async move {
             let parts = statement.__parts();
-            if let Some((lane, deadline)) = self.lane() {
+            if let Some((lane, deadline, how)) = self.lane(&parts) {
                 return lane
-                    .run(&self.pool.shared, &parts, params, Step::Execute, deadline)
+                    .run(
+                        &self.pool.shared,
+                        &parts,
+                        params,
+                        Step::Execute,
+                        deadline,
+                        how,
+                    )
                     .await
                     .map(|done| done.count());
             }
             refuse_early(&parts)?;
+            let learner = self.learner(&parts);
             let mut conn = Acquire::new(self, site).await?;
-            conn.count(parts, params, Place::Db).await
+            let text = parts.text;
+            let count = conn.count(parts, params, Place::Db).await;
+            if let Some((lane, class)) = learner {
+                lane.learn(text, class, &conn);
+            }
+            count
         })
     }
 

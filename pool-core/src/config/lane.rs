@@ -19,6 +19,9 @@ pub(crate) struct LanePlan {
     pub(crate) connections: usize,
     /// The most statements in flight on one shared connection.
     pub(crate) in_flight: usize,
+    /// Behind a transaction-mode pooler: statements go unnamed, with parameter types
+    /// learned once from a checkout, and no session setting is made.
+    pub(crate) typed: bool,
 }
 
 /// Statements in flight on one shared connection by default (see `shared_in_flight`).
@@ -34,7 +37,12 @@ impl Builder {
     /// enforces it), a shorter per-call `.timeout(d)` abandons the response, and no
     /// cancel request is ever sent on a shared connection (it would cancel whatever that
     /// backend runs). A one-shot with `.no_timeout()` or a longer `.timeout(d)` checks
-    /// out as before, as do all one-shots behind a transaction-mode pooler. A one-shot
+    /// out as before. Behind a transaction-mode pooler
+    /// ([`pgbouncer_transaction_mode`](Self::pgbouncer_transaction_mode)) a statement's
+    /// first run checks out (its parameter types are asked there), later runs go on the
+    /// lane unnamed with those types; no session `statement_timeout` is set there (the
+    /// pooler's server connections are shared), so give the pooler's role one
+    /// (`ALTER ROLE … SET statement_timeout`) for the server to enforce. A one-shot
     /// abandoned past its deadline, or dropped, is cancelled on the server only when it
     /// is alone on its connection (which then takes no other statement until the
     /// cancel has landed); beside others it runs on to the server's deadline. The
@@ -97,12 +105,13 @@ impl LaneOptions {
                 ),
             ));
         }
-        if !self.on.unwrap_or(true) || pgbouncer {
+        if !self.on.unwrap_or(true) {
             return Ok(None);
         }
         Ok(Some(LanePlan {
             connections: self.connections.unwrap_or(pool.max_size),
             in_flight: self.in_flight.unwrap_or(IN_FLIGHT),
+            typed: pgbouncer,
         }))
     }
 }

@@ -114,17 +114,12 @@ impl Conn {
         deadline: Option<Instant>,
     ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>> {
         let types = self.param_types(parts.text, deadline).await?;
-        if types.len() != params.len() {
-            return Err(Error::refused(
-                parts.text,
-                format!(
-                    "it takes {} parameter(s) and {} were given",
-                    types.len(),
-                    params.len()
-                ),
-            ));
-        }
-        Ok(params.iter().copied().zip(types).collect())
+        paired(parts.text, &types, params)
+    }
+
+    /// The parameter types this connection has asked the server for `sql`, if it has.
+    pub(crate) fn known_param_types(&self, sql: &str) -> Option<&[Type]> {
+        self.cache.param_types.get(sql).map(Vec::as_slice)
     }
 
     /// The parameter types of `sql`, asked from the server once per connection. Outside
@@ -355,6 +350,26 @@ impl Conn {
             conn_id: self.meta.id,
         })
     }
+}
+
+/// `params` paired with the server-inferred `types` of `sql`, or a refusal when their
+/// numbers differ.
+pub(crate) fn paired<'p>(
+    sql: &str,
+    types: &[Type],
+    params: &[&'p (dyn ToSql + Sync)],
+) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>> {
+    if types.len() != params.len() {
+        return Err(Error::refused(
+            sql,
+            format!(
+                "it takes {} parameter(s) and {} were given",
+                types.len(),
+                params.len()
+            ),
+        ));
+    }
+    Ok(params.iter().copied().zip(types.iter().cloned()).collect())
 }
 
 /// The statement's classification, if it may run at `place` (`in_tx`: on a connection

@@ -46,12 +46,12 @@ pub(crate) use cache::TextMap;
 pub(crate) use connector::Connector;
 #[cfg(feature = "spans")]
 pub(crate) use exec::statement_span;
-pub(crate) use exec::{Place, one_row, opt_row, placement, placement_copy};
+pub(crate) use exec::{Place, one_row, opt_row, paired, placement, placement_copy};
 pub(crate) use guard::cancel_and_drain;
 pub(crate) use ident::table_name;
 pub(crate) use open::{ConnectFailure, open};
 pub use pipeline::Pipelined;
-pub(crate) use pipeline::{Item, Step, not_empty, send};
+pub(crate) use pipeline::{Item, Step, not_empty, send, send_typed};
 pub(crate) use settings::{ConnConfig, Ctx};
 pub use ssl_mode::SslMode;
 #[cfg(feature = "rustls")]

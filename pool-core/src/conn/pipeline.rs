@@ -5,7 +5,7 @@
 
 use pool_sql::{Classification, Touches};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::Conn;
 use super::exec::Place;
@@ -142,6 +142,20 @@ pub(crate) async fn send(
             .execute(statement, params)
             .await
             .map(Pipelined::Count),
+    }
+}
+
+/// [`send`] for an unnamed statement: parse, bind and execute in one request, with the
+/// parameters' types given (behind a transaction-mode pooler).
+pub(crate) async fn send_typed(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    typed: &[(&(dyn ToSql + Sync), Type)],
+    step: Step,
+) -> std::result::Result<Pipelined, tokio_postgres::Error> {
+    match step {
+        Step::Query => client.query_typed(sql, typed).await.map(Pipelined::Rows),
+        Step::Execute => client.execute_typed(sql, typed).await.map(Pipelined::Count),
     }
 }
 

@@ -105,23 +105,6 @@ async fn pgbouncer_transaction_mode() {
     let bouncer = PgBouncer::start(port, 2, &["postgres"])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // The first PgBouncer's server connections ended with it, but their backends take a
-    // moment to exit (longer on a loaded machine): the sampler below counts backends.
-    let admin = tdb.connect().await;
-    let old_gone = eventually(Duration::from_secs(30), || async {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&tdb.name()],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 0
-    })
-    .await;
-    assert!(old_gone, "the first PgBouncer's backends did not exit");
-    drop(admin);
     // With the option, everything runs.
     let app = "faults-pgbouncer";
     let pool = Pool::builder(bouncer.config(tdb.name(), "postgres"))
@@ -138,6 +121,55 @@ async fn pgbouncer_transaction_mode() {
         format!("{} failed", errors.len()),
     );
     assert!(errors.is_empty(), "{errors:?}");
+    // One-shots go on the shared lane too: a statement's first run checks out (its
+    // parameter types are asked there), later runs are pipelined unnamed, each its own
+    // transaction, so consecutive ones may land on either server connection.
+    let texts = [
+        "SELECT $1::int4 * 2",
+        "SELECT $1::text || 'x'",
+        "SELECT 1 / $1::int4",
+    ];
+    {
+        let mut db = pool.db();
+        db.query_one(texts[0], &[&1_i32]).await.unwrap();
+        db.query_one(texts[1], &[&"1"]).await.unwrap();
+        db.query_one(texts[2], &[&1_i32]).await.unwrap();
+    }
+    let before = pool.status();
+    let tasks: Vec<_> = (0..200_i32)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut db = pool.db();
+                let n: i32 = db.query_one(texts[0], &[&i]).await?.get(0);
+                let s: String = db.query_one(texts[1], &[&i.to_string()]).await?.get(0);
+                let affected = db.execute(texts[0], &[&i]).await?;
+                // A failing neighbour fails alone.
+                let zero = db.query_one(texts[2], &[&0_i32]).await.map(drop);
+                Ok::<_, pool_core::Error>((n, s, affected, zero))
+            })
+        })
+        .collect();
+    for (i, t) in (0_i32..).zip(tasks) {
+        let (n, s, affected, zero) = t.await.unwrap().unwrap_or_else(|e| panic!("{}", chain(&e)));
+        assert_eq!(
+            (n, s.as_str(), affected),
+            (i * 2, format!("{i}x").as_str(), 1)
+        );
+        let e = zero.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("22012"), "{}", chain(&e));
+    }
+    let after = pool.status();
+    let lane = after.lane.as_ref().unwrap();
+    let on_lane = lane.statements - before.lane.as_ref().map_or(0, |l| l.statements);
+    figures.add(
+        "one-shots on the shared lane",
+        format!(
+            "{on_lane} of 800, {} checkouts meanwhile",
+            after.counters.acquires - before.counters.acquires
+        ),
+    );
+    assert_eq!(on_lane, 800, "{after}");
     let ledger = Arc::new(Ledger::new());
     let watchdog = Arc::new(Watchdog::new(pool.clone()));
     let mut sampler_config = SamplerConfig::new(tdb.config(), tdb.name(), app, 2);

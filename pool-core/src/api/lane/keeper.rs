@@ -27,7 +27,10 @@ pub(super) async fn keeper(pool: Pool, lane: Weak<Lane>) {
     };
     // Held for as long as it is shared: not a leak.
     PooledConn::expect_long_hold(&held);
-    if let Some(d) = pool.shared.ctx.config.statement_timeout {
+    // Behind a pooler the session is not this connection's own: nothing is set on it.
+    if let Some(d) = pool.shared.ctx.config.statement_timeout
+        && !this.plan.typed
+    {
         let ms = server_deadline(d).as_millis().max(1).to_string();
         if held
             .set("statement_timeout", &format!("{ms}ms"))

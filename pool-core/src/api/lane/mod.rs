@@ -17,7 +17,8 @@
 //! shorter than the pool's abandons the response (the driver discards it when it
 //! comes). A cancel request would cancel whatever that backend runs, so one is sent only
 //! for an abandoned statement alone on its connection, which takes no new statement
-//! until the cancel has landed and been absorbed.
+//! until the cancel has landed and been absorbed. Behind a transaction-mode pooler
+//! statements go unnamed, with parameter types learned from a checkout (`typed`).
 //!
 //! Capacity is a fair semaphore: `shared_in_flight` permits per shared connection, so
 //! with every connection at its limit a one-shot waits first come first served, up to
@@ -34,7 +35,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::LanePlan;
-use crate::conn::{Ctx, Pipelined, Place, Step, TextMap, cancel_and_drain, placement, send};
+use crate::conn::{
+    Ctx, Pipelined, Place, Step, TextMap, cancel_and_drain, paired, placement, send, send_typed,
+};
 use crate::engine::Shared;
 use crate::error::{Error, Result, Timeout, TimeoutKind, from_statement, is_fatal, preview};
 use crate::status::{AtomicCounters, LaneStatus};
@@ -44,7 +47,10 @@ use pool_sql::Classification;
 use super::pool::Pool;
 
 mod keeper;
+mod typed;
 use keeper::keeper;
+pub(crate) use typed::How;
+use typed::Learned;
 
 /// How often a keeper looks at its connection and the pool.
 const KEEPER_EVERY: Duration = Duration::from_millis(50);
@@ -100,6 +106,8 @@ pub(crate) struct Lane {
     waits: AtomicU64,
     lost: AtomicU64,
     waiting: AtomicUsize,
+    /// Behind a pooler: what each statement's first run learned (see `typed`).
+    learned: Mutex<TextMap<Arc<Learned>>>,
 }
 
 /// Gives the permit back and counts the statement out, however it ends.
@@ -201,6 +209,7 @@ impl Lane {
             waits: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            learned: Mutex::new(TextMap::default()),
         }
     }
 
@@ -297,8 +306,8 @@ impl Lane {
         });
     }
 
-    /// Runs a one-shot on the lane. `deadline` is the statement's own (the pool's
-    /// `statement_timeout`, or a shorter per-call one).
+    /// Runs a one-shot on the lane, `how` [`Lane::how`] said. `deadline` is the
+    /// statement's own (the pool's `statement_timeout`, or a shorter per-call one).
     pub(crate) async fn run(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
@@ -306,17 +315,19 @@ impl Lane {
         params: &[&(dyn ToSql + Sync)],
         step: Step,
         deadline: Option<Duration>,
+        how: How,
     ) -> Result<Pipelined> {
         #[cfg(feature = "spans")]
         {
             use tracing::Instrument;
             let span = crate::conn::statement_span(&shared.ctx, parts.text);
-            self.run_in(shared, parts, params, step, deadline)
+            self.run_in(shared, parts, params, step, deadline, how)
                 .instrument(span)
                 .await
         }
         #[cfg(not(feature = "spans"))]
-        self.run_in(shared, parts, params, step, deadline).await
+        self.run_in(shared, parts, params, step, deadline, how)
+            .await
     }
 
     /// [`Lane::run`], in the statement's span.
@@ -327,6 +338,7 @@ impl Lane {
         params: &[&(dyn ToSql + Sync)],
         step: Step,
         deadline: Option<Duration>,
+        how: How,
     ) -> Result<Pipelined> {
         let until = Instant::now() + shared.acquire_timeout();
         let (permit, conn) = loop {
@@ -365,12 +377,18 @@ impl Lane {
             conn: &conn,
             _permit: permit,
         };
-        // A statement this connection prepared was admitted then; another is checked
-        // now, before anything is sent.
-        let cached = locked(&conn.prepared).get(parts.text).cloned();
-        let (cached, class) = match cached {
-            Some((st, class)) => (Some(st), class),
-            None => (None, placement(parts, Place::Db, false)?),
+        // A statement this connection prepared, or one learned from a checkout, was
+        // admitted then; another is checked now, before anything is sent.
+        let (cached, class, typed) = match &how {
+            How::Typed(learned) => (
+                None,
+                learned.class,
+                Some(paired(parts.text, &learned.types, params)?),
+            ),
+            How::Named => match locked(&conn.prepared).get(parts.text).cloned() {
+                Some((st, class)) => (Some(st), class, None),
+                None => (None, placement(parts, Place::Db, false)?, None),
+            },
         };
         // Dropped first: sees this statement still counted in.
         let mut abandon = Abandon {
@@ -381,6 +399,9 @@ impl Lane {
         };
         let started = Instant::now();
         let work = async {
+            if let Some(typed) = &typed {
+                return send_typed(&conn.client, parts.text, typed, step).await;
+            }
             let statement = match cached {
                 Some(st) => st,
                 None => self.prepare(&conn, parts.text, class).await?,
@@ -446,6 +467,9 @@ impl Lane {
                 } else if matches!(code, Some("0A000" | "26000")) {
                     // A cached plan invalidated by a schema change: prepare afresh.
                     locked(&conn.prepared).remove(parts.text);
+                } else if typed.is_some() && code.is_some_and(|c| c.starts_with("42")) {
+                    // Learned types may be stale after a schema change: ask again.
+                    self.forget(parts.text);
                 }
                 Err(from_statement(e))
             }
