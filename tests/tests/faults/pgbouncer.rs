@@ -105,6 +105,23 @@ async fn pgbouncer_transaction_mode() {
     let bouncer = PgBouncer::start(port, 2, &["postgres"])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // The first PgBouncer's server connections ended with it, but their backends take a
+    // moment to exit (longer on a loaded machine): the sampler below counts backends.
+    let admin = tdb.connect().await;
+    let old_gone = eventually(Duration::from_secs(30), || async {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&tdb.name()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    assert!(old_gone, "the first PgBouncer's backends did not exit");
+    drop(admin);
     // With the option, everything runs.
     let app = "faults-pgbouncer";
     let pool = Pool::builder(bouncer.config(tdb.name(), "postgres"))

@@ -47,6 +47,7 @@ pub(super) async fn keeper(pool: Pool, lane: Weak<Lane>) {
         draining: AtomicBool::new(false),
         paused: AtomicBool::new(false),
         refused_read_only: AtomicBool::new(false),
+        abandoned: AtomicBool::new(false),
         closed_by: held.closed_by_slot(),
         cause: Mutex::new(None),
         wake: Notify::new(),
@@ -96,8 +97,12 @@ pub(super) async fn keeper(pool: Pool, lane: Weak<Lane>) {
         held.note_read_only_refusal();
     }
     // A statement abandoned beside others may still run on the server: the next
-    // borrower must get the connection quiet (or not at all).
-    if !conn.client.is_closed() && !cancel_and_drain(&conn.client, &pool.shared.ctx).await {
+    // borrower must get the connection quiet (or not at all). With none abandoned every
+    // response has been read: it is quiet.
+    if !conn.client.is_closed()
+        && conn.abandoned.load(Ordering::Acquire)
+        && !cancel_and_drain(&conn.client, &pool.shared.ctx).await
+    {
         held.give_up();
     }
     if let Some(lane) = lane.upgrade() {

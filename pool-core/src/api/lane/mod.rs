@@ -81,6 +81,11 @@ struct SharedConn {
     paused: AtomicBool,
     /// A statement was refused with 25006: the server may have turned read-only.
     refused_read_only: AtomicBool,
+    /// A statement on it was abandoned after it may have been sent: the keeper makes the
+    /// connection quiet (`cancel_and_drain`) before giving it back. Otherwise it is quiet
+    /// already, and no cancel request is sent for nothing (each costs the server a
+    /// process, and behind PgBouncer a server connection).
+    abandoned: AtomicBool,
     /// Where the connection's reader records why it closed.
     closed_by: Arc<Mutex<Option<tokio_postgres::Error>>>,
     /// That cause once taken, for every statement in flight to report.
@@ -181,6 +186,7 @@ struct Abandon<'a> {
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if self.armed {
+            self.conn.abandoned.store(true, Ordering::Release);
             self.lane.abandoned(self.conn, self.ctx);
         }
     }
