@@ -6,7 +6,7 @@
 pub(super) struct Slots {
     /// Connections open or being opened.
     size: usize,
-    /// Held by listeners (`reserve`d dedicated slots), counted in `size`.
+    /// Held by listeners (`reserve_dedicated`), counted in `size`.
     dedicated: usize,
     /// Being opened by a connect task.
     connecting: usize,
