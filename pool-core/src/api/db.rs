@@ -105,31 +105,46 @@ impl Db {
     ) -> StatementFuture<'a, Vec<Row>> {
         let site = Location::caller();
         StatementFuture::new(async move {
-            let parts = statement.__parts();
-            // The lane checks placement itself (from its statement cache when it can).
-            if let Some((lane, deadline, how)) = self.lane(&parts) {
-                return lane
-                    .run(
-                        &self.pool.shared,
-                        &parts,
-                        params,
-                        Step::Query,
-                        deadline,
-                        how,
-                    )
-                    .await
-                    .map(Pipelined::into_rows);
-            }
-            refuse_early(&parts)?;
-            let learner = self.learner(&parts);
-            let mut conn = Acquire::new(self, site).await?;
-            let text = parts.text;
-            let rows = conn.rows(parts, params, Place::Db).await;
-            if let Some((lane, class)) = learner {
-                lane.learn(text, class, &conn);
-            }
-            rows
+            self.one_shot(statement.__parts(), params, Step::Query, site)
+                .await
+                .map(Pipelined::into_rows)
         })
+    }
+
+    /// A one-shot `step` (`query` or `execute`): on the shared lane when it takes it
+    /// (the lane checks placement itself, from its statement cache when it can), else on
+    /// a checkout of its own — which, behind a pooler, also teaches the lane the
+    /// statement's parameter types for its next run.
+    async fn one_shot(
+        &mut self,
+        parts: SqlParts<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        step: Step,
+        site: &'static Location<'static>,
+    ) -> Result<Pipelined> {
+        if let Some((lane, deadline, how)) = self.lane(&parts) {
+            return lane
+                .run(&self.pool.shared, &parts, params, step, deadline, how)
+                .await;
+        }
+        refuse_early(&parts)?;
+        let learner = self.learner(&parts);
+        let mut conn = Acquire::new(self, site).await?;
+        let text = parts.text;
+        let done = match step {
+            Step::Query => conn
+                .rows(parts, params, Place::Db)
+                .await
+                .map(Pipelined::Rows),
+            Step::Execute => conn
+                .count(parts, params, Place::Db)
+                .await
+                .map(Pipelined::Count),
+        };
+        if let Some((lane, class)) = learner {
+            lane.learn(text, class, &conn);
+        }
+        done
     }
 
     /// The shared lane and the statement's deadline there, when this one-shot runs on
@@ -197,29 +212,9 @@ impl Db {
     ) -> StatementFuture<'a, u64> {
         let site = Location::caller();
         StatementFuture::new(async move {
-            let parts = statement.__parts();
-            if let Some((lane, deadline, how)) = self.lane(&parts) {
-                return lane
-                    .run(
-                        &self.pool.shared,
-                        &parts,
-                        params,
-                        Step::Execute,
-                        deadline,
-                        how,
-                    )
-                    .await
-                    .map(|done| done.count());
-            }
-            refuse_early(&parts)?;
-            let learner = self.learner(&parts);
-            let mut conn = Acquire::new(self, site).await?;
-            let text = parts.text;
-            let count = conn.count(parts, params, Place::Db).await;
-            if let Some((lane, class)) = learner {
-                lane.learn(text, class, &conn);
-            }
-            count
+            self.one_shot(statement.__parts(), params, Step::Execute, site)
+                .await
+                .map(|done| done.count())
         })
     }
 
