@@ -404,8 +404,9 @@ fn broken_handoff(
     requeue(shared, task, site, deadline)
 }
 
-/// The error of an acquire whose deadline passed, with the pool's state at that moment.
-pub(super) fn acquire_timeout_error(shared: &Shared) -> Error {
-    let timeout = shared.acquire_timeout_locked(&shared.lock(), Instant::now());
-    Error::Timeout(Box::new(timeout))
+/// An acquire whose deadline passed: counted (and in the metrics), and its error.
+pub(super) fn acquire_timed_out(shared: &Shared) -> Error {
+    AtomicCounters::bump(&shared.ctx.counters.timeouts);
+    shared.ctx.telemetry.timed_out(1);
+    shared.acquire_timeout_error()
 }

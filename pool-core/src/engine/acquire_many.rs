@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::acquire::{acquire_timeout_error, check_room_to_wait, may_check_out};
+use super::acquire::{acquire_timed_out, check_room_to_wait, may_check_out};
 use super::holders::{HolderEntry, HolderKey};
 use super::queue::HandoffMany;
 use super::{Shared, State};
@@ -114,9 +114,7 @@ pub(crate) async fn acquire_many(
             Ok(_) => {}
             Err(_) => {
                 drop(set);
-                AtomicCounters::bump(&shared.ctx.counters.timeouts);
-                shared.ctx.telemetry.timed_out(1);
-                return Err(acquire_timeout_error(shared));
+                return Err(acquire_timed_out(shared));
             }
         }
         let alive = std::mem::take(&mut set.conns);
@@ -196,9 +194,7 @@ async fn wait_for_set(
             }
             Err(_) => {
                 drop(waiting);
-                AtomicCounters::bump(&shared.ctx.counters.timeouts);
-                shared.ctx.telemetry.timed_out(1);
-                return Err(acquire_timeout_error(shared));
+                return Err(acquire_timed_out(shared));
             }
         };
         if conns.iter().all(|c| !c.is_broken()) {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::acquire::{First, acquire_timeout_error, enqueue, leave_queue, received, record_wait};
+use super::acquire::{First, acquire_timed_out, enqueue, leave_queue, received, record_wait};
 use super::holders::HolderEntry;
 use super::queue::{Handoff, Lease};
 use crate::conn::Conn;
@@ -95,11 +95,7 @@ pub(super) async fn slow_path(
     }
     match res {
         Ok(res) => res,
-        Err(_) => {
-            AtomicCounters::bump(&shared.ctx.counters.timeouts);
-            shared.ctx.telemetry.timed_out(1);
-            Err(acquire_timeout_error(&shared))
-        }
+        Err(_) => Err(acquire_timed_out(&shared)),
     }
 }
 
