@@ -179,7 +179,7 @@ fn check_one(v: i32) {
 // pool-core
 
 pub(crate) struct PoolCore {
-    pool: pool_core::Pool,
+    pub(crate) pool: pool_core::Pool,
 }
 
 impl PoolCore {
@@ -254,7 +254,7 @@ impl Target for PoolCore {
 // deadpool-postgres
 
 pub(crate) struct Deadpool {
-    pool: deadpool_postgres::Pool,
+    pub(crate) pool: deadpool_postgres::Pool,
     size: usize,
     /// Statements through deadpool's statement cache (`prepare_cached`).
     prepared: bool,
@@ -339,10 +339,10 @@ impl Target for Deadpool {
 // ---------------------------------------------------------------------------------------
 // bb8-postgres
 
-type Bb8Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>;
+pub(crate) type Bb8Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>;
 
 pub(crate) struct Bb8 {
-    pool: Bb8Pool,
+    pub(crate) pool: Bb8Pool,
     size: usize,
 }
 

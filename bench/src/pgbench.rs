@@ -16,7 +16,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pool_core::{Db, Error, Tx, transactional};
 use tokio::sync::Barrier;
@@ -24,7 +23,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::Plan;
-use crate::impls::{Op, Target};
+use crate::impls::{Bb8, Bb8Pool, Deadpool, Op, PcVariant, PoolCore, Target};
 use crate::report::rate;
 use crate::run::{CellResult, run_custom};
 use crate::stats::median;
@@ -314,8 +313,6 @@ impl Target for DeadpoolTarget {
 // ---------------------------------------------------------------------------------------
 // bb8-postgres
 
-type Bb8Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>;
-
 struct Bb8Target {
     pool: Bb8Pool,
     size: usize,
@@ -543,46 +540,28 @@ fn run_one(env: &Env<'_>, who: Who, work: Work, pool: usize, tasks: usize) -> Re
     let config = env.config.clone();
     let res: Result<CellResult, String> = match who {
         Who::PoolCore | Who::PoolCoreAlt => run_custom(&spec, || async {
-            let mut b = pool_core::Pool::builder(url)
-                .max_size(pool)
-                .acquire_timeout(Duration::from_secs(600));
-            if who == Who::PoolCoreAlt && work == Work::Select {
-                b = b.shared_lane(false);
-            }
+            let variant = if who == Who::PoolCoreAlt && work == Work::Select {
+                PcVariant::LaneOff
+            } else {
+                PcVariant::Default
+            };
             Ok(PoolCoreTarget {
-                pool: b.build().map_err(|e| e.to_string())?,
+                pool: PoolCore::build(url, pool, variant)?.pool,
                 work,
                 alt: who == Who::PoolCoreAlt,
             })
         }),
         Who::Deadpool | Who::DeadpoolPrepared => run_custom(&spec, || async {
-            let manager = deadpool_postgres::Manager::from_config(
-                config,
-                NoTls,
-                deadpool_postgres::ManagerConfig {
-                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-                },
-            );
             Ok(DeadpoolTarget {
-                pool: deadpool_postgres::Pool::builder(manager)
-                    .max_size(pool)
-                    .build()
-                    .map_err(|e| e.to_string())?,
+                pool: Deadpool::build(config, pool, false)?.pool,
                 size: pool,
                 work,
                 prepared: who == Who::DeadpoolPrepared,
             })
         }),
         Who::Bb8 => run_custom(&spec, || async {
-            let manager = bb8_postgres::PostgresConnectionManager::new(config, NoTls);
             Ok(Bb8Target {
-                pool: bb8::Pool::builder()
-                    .max_size(u32::try_from(pool).map_err(|e| e.to_string())?)
-                    .test_on_check_out(false)
-                    .connection_timeout(Duration::from_secs(600))
-                    .build(manager)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                pool: Bb8::build(config, pool, false).await?.pool,
                 size: pool,
                 work,
             })
