@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::acquire::{acquire_timed_out, check_room_to_wait, may_check_out};
 use super::holders::{HolderEntry, HolderKey};
 use super::queue::HandoffMany;
+use super::slow::before_acquire;
 use super::{Shared, State};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
@@ -154,15 +155,15 @@ impl Drop for Set {
 /// adding the ones it passes there; discards the ones it refuses (their discard counted
 /// by the check). Returns how many it refused.
 async fn screen(shared: &Arc<Shared>, conns: &mut Vec<Box<Conn>>, passed: &mut Vec<u64>) -> usize {
-    let Some(hook) = shared.ctx.config.before_acquire.clone() else {
+    if shared.ctx.config.before_acquire.is_none() {
         return 0;
-    };
+    }
     let mut refused = 0;
     let mut i = 0;
     while i < conns.len() {
         if passed.contains(&conns[i].id()) {
             i += 1;
-        } else if conns[i].passes(&hook, "before_acquire").await {
+        } else if before_acquire(shared, &mut conns[i]).await {
             passed.push(conns[i].id());
             i += 1;
         } else {

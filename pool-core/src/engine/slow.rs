@@ -48,7 +48,7 @@ impl Drop for Held {
 
 /// Whether `conn` passes the `before_acquire` hook (true when there is none). A
 /// rejected or failed connection's discard is counted already.
-async fn before_acquire(shared: &Shared, conn: &mut Conn) -> bool {
+pub(super) async fn before_acquire(shared: &Shared, conn: &mut Conn) -> bool {
     match shared.ctx.config.before_acquire.clone() {
         None => true,
         Some(hook) => conn.passes(&hook, "before_acquire").await,
